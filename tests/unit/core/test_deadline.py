@@ -58,9 +58,11 @@ async def test_nested_scope_takes_the_earliest_deadline(clock: ManualClock) -> N
 
 async def test_outer_deadline_fires_through_inner_scope(clock: ManualClock) -> None:
     async def body() -> None:
-        async with DeadlineScope(clock.now() + 1, clock=clock):
-            async with DeadlineScope(clock.now() + 5, clock=clock):
-                await clock.sleep(100)
+        async with (
+            DeadlineScope(clock.now() + 1, clock=clock),
+            DeadlineScope(clock.now() + 5, clock=clock),
+        ):
+            await clock.sleep(100)
 
     task = asyncio.create_task(body())
     await clock.advance(1)
@@ -70,10 +72,9 @@ async def test_outer_deadline_fires_through_inner_scope(clock: ManualClock) -> N
 
 async def test_expired_deadline_raises_before_body_runs(clock: ManualClock) -> None:
     ran = False
-    with request_context(deadline=clock.now() - 1, clock=clock):
-        with pytest.raises(DeadlineExceeded):
-            async with DeadlineScope(math.inf, clock=clock):
-                ran = True
+    with request_context(deadline=clock.now() - 1, clock=clock), pytest.raises(DeadlineExceeded):
+        async with DeadlineScope(math.inf, clock=clock):
+            ran = True
     assert not ran
 
 
