@@ -15,21 +15,3 @@ def clock() -> ManualClock:
 @pytest.fixture
 def hooks() -> RecordingHooks:
     return RecordingHooks()
-
-
-def require_binary(name: str) -> str:
-    """Path of an installed server binary a test needs.
-
-    Locally a missing binary skips the test with a reason naming it; under CI (``CI`` set)
-    nothing may be skipped, so the test fails instead.
-    """
-    import os
-    import shutil
-
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (needed by this test)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must install it (.ci/run)")
-        pytest.skip(message)
-    return path
