@@ -1,0 +1,5 @@
+"""Fallback to an alternative service (another model, another provider) on chosen errors."""
+
+from ._fallback import Fallback
+
+__all__ = ["Fallback"]
