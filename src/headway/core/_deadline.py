@@ -3,8 +3,11 @@
 Guarantees: the body runs with the request context's deadline lowered to the scope's; when the
 deadline passes, the task is cancelled and :class:`DeadlineExceeded` is raised *in place of* the
 cancellation; a cancellation that came from elsewhere (the caller gave up) propagates untouched;
-the timer is always removed, so nothing leaks. Works on any :class:`Clock`, so a
+the timer registration is always removed, so nothing leaks. Works on any :class:`Clock`, so a
 :class:`ManualClock` drives timeouts exactly in tests.
+
+Cost: scopes share one real timer per loop and clock (see ``_timers``), so entering and leaving
+a scope is a heap push and a flag, not a timer scheduled and cancelled on the event loop.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import asyncio
 import math
 from types import TracebackType
 
-from ._clock import REAL_CLOCK, Clock, TimerHandle
-from ._context import _EMPTY, _current
+from ._clock import REAL_CLOCK, Clock
+from ._context import _EMPTY, Context, _current
 from ._errors import DeadlineExceeded
+from ._timers import TimerEntry, TimerQueue, running_task, timer_queue
 
 
 class DeadlineScope:
@@ -29,10 +33,11 @@ class DeadlineScope:
         "_cancelling",
         "_clock",
         "_deadline",
+        "_entry",
+        "_queue",
         "_expired",
         "_message",
         "_task",
-        "_timer",
         "_token",
     )
 
@@ -42,7 +47,8 @@ class DeadlineScope:
         self._deadline = deadline
         self._clock = clock
         self._message = message
-        self._timer: TimerHandle | None = None
+        self._entry: TimerEntry | None = None
+        self._queue: TimerQueue | None = None
         self._task: asyncio.Task[object] | None = None
         self._expired = False
         self._token: object = None
@@ -54,7 +60,7 @@ class DeadlineScope:
 
     @property
     def expired(self) -> bool:
-        """True when this scope's own timer cancelled the body."""
+        """True when this scope's own deadline cancelled the body."""
         return self._expired
 
     def _fire(self) -> None:
@@ -64,20 +70,25 @@ class DeadlineScope:
 
     async def __aenter__(self) -> DeadlineScope:
         outer = _current.get(_EMPTY)
-        deadline = min(self._deadline, outer.deadline)
-        self._deadline = deadline
+        deadline = self._deadline
+        if outer.deadline < deadline:
+            deadline = self._deadline = outer.deadline
         remaining = deadline - self._clock.now()
         if remaining <= 0:
             self._expired = True
             raise DeadlineExceeded(self._message)
+        if deadline == math.inf:
+            return self
         if deadline != outer.deadline:
-            ctx = outer.evolve(deadline=deadline)
-            self._token = _current.set(ctx)
-        if remaining != math.inf:
-            self._task = task = asyncio.current_task()
-            if task is not None:
-                self._cancelling = task.cancelling()
-            self._timer = self._clock.call_later(remaining, self._fire)
+            self._token = _current.set(
+                Context(deadline, outer.priority, outer.tenant, outer.request_id, outer.attributes)
+            )
+        loop, task = running_task()
+        if task is not None:
+            self._task = task
+            self._cancelling = task.cancelling()
+            queue = self._queue = timer_queue(self._clock, loop)
+            self._entry = queue.add(deadline, self._fire)
         return self
 
     async def __aexit__(
@@ -86,20 +97,24 @@ class DeadlineScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        entry = self._entry
+        if entry is not None:
+            self._queue.remove(entry)  # type: ignore[union-attr]
+            self._entry = None
         if self._token is not None:
             _current.reset(self._token)  # type: ignore[arg-type]
             self._token = None
-        if self._expired and self._task is not None:
-            task = self._task
+        task = self._task
+        if task is not None:
             self._task = None
             # Our own cancel: swallow it (uncancel keeps outer cancel scopes exact) and raise
             # the typed error instead. A body that finished despite the cancel keeps its result.
-            if task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            if (
+                self._expired
+                and task.uncancel() <= self._cancelling
+                and exc_type is asyncio.CancelledError
+            ):
                 raise DeadlineExceeded(self._message) from exc
-        self._task = None
         return False
 
 
