@@ -5,6 +5,7 @@ from ._clock import REAL_CLOCK, Clock, ManualClock, RealClock, TimerHandle
 from ._context import (
     Context,
     Priority,
+    annotate,
     current_context,
     request_context,
     reset_context,
@@ -52,6 +53,7 @@ __all__ = [
     "TimerHandle",
     "UpstreamError",
     "UpstreamTimeout",
+    "annotate",
     "current_context",
     "deadline_after",
     "request_context",

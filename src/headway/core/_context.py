@@ -65,13 +65,40 @@ class Context:
         return replace(self, **changes)
 
 
-_EMPTY = Context()
+class _NoRequestAttributes(dict[str, Any]):
+    """The attributes of "no request in flight": refuses writes, so nothing recorded outside a
+    request can leak into every later one."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise RuntimeError(
+            "no request in flight: enter request_context() before recording attributes"
+        )
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        raise RuntimeError("no request in flight")
+
+
+_EMPTY = Context(attributes=_NoRequestAttributes())
 _current: contextvars.ContextVar[Context] = contextvars.ContextVar("headway_context")
 
 
 def current_context() -> Context:
     """The context of the request in flight, or an empty one (no deadline, default priority)."""
     return _current.get(_EMPTY)
+
+
+def annotate(key: str, value: Any) -> None:
+    """Append ``value`` to the current request's ``attributes[key]`` list: the decision trail
+    (``fallback``, ``retried``, ``shed``...) that access logs and traces report. Outside a
+    request it does nothing."""
+    attributes = _current.get(_EMPTY).attributes
+    if attributes.__class__ is _NoRequestAttributes:
+        return
+    trail = attributes.get(key)
+    if isinstance(trail, list):
+        trail.append(value)
+    else:
+        attributes[key] = [value]
 
 
 def set_context(ctx: Context) -> contextvars.Token[Context]:
@@ -105,12 +132,15 @@ def request_context(
         new_deadline = min(new_deadline, deadline)
     if timeout is not None:
         new_deadline = min(new_deadline, clock.now() + timeout)
+    # A new top-level request gets its own attributes; a nested scope shares its request's.
+    shared = outer.attributes
+    own = attributes or shared.__class__ is _NoRequestAttributes
     ctx = Context(
         deadline=new_deadline,
         priority=outer.priority if priority is None else Priority.parse(priority),
         tenant=outer.tenant if tenant is None else tenant,
         request_id=outer.request_id if request_id is None else request_id,
-        attributes={**outer.attributes, **attributes} if attributes else outer.attributes,
+        attributes={**shared, **attributes} if own else shared,
     )
     token = _current.set(ctx)
     try:

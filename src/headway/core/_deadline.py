@@ -34,9 +34,9 @@ class DeadlineScope:
         "_clock",
         "_deadline",
         "_entry",
-        "_queue",
         "_expired",
         "_message",
+        "_queue",
         "_task",
         "_token",
     )

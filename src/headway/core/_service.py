@@ -54,11 +54,12 @@ class Guard:
         return _Guarded(self, inner)
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-        guard = self
+        call = self.call
+        invoke = _Invocation(fn)
 
         @functools.wraps(fn)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await guard.call(_Invocation(fn), (args, kwargs))
+            return await call(invoke, (args, kwargs))
 
         return guarded
 

@@ -18,8 +18,8 @@ import heapq
 import math
 import weakref
 from collections.abc import Callable
-from typing import Any
 from itertools import count
+from typing import Any
 
 from ._clock import Clock, RealClock, TimerHandle
 
@@ -155,15 +155,15 @@ def timer_queue(clock: Clock, loop: asyncio.AbstractEventLoop | None = None) -> 
 
 
 try:  # CPython's C accelerator: the task table, readable without a second loop lookup.
-    from _asyncio import _current_tasks as _CURRENT_TASKS  # type: ignore[attr-defined]
+    from _asyncio import _current_tasks  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - other interpreters
-    _CURRENT_TASKS = None
+    _current_tasks = None
 
 
 def running_task() -> tuple[asyncio.AbstractEventLoop, asyncio.Task[Any] | None]:
     """The running loop and task with one loop lookup (``get_running_loop`` costs a getpid()
     system call, and ``asyncio.current_task`` would make a second one)."""
     loop = asyncio.get_running_loop()
-    if _CURRENT_TASKS is not None:
-        return loop, _CURRENT_TASKS.get(loop)
+    if _current_tasks is not None:
+        return loop, _current_tasks.get(loop)
     return loop, asyncio.current_task(loop)

@@ -113,3 +113,20 @@ async def test_real_clock_scope_times_out() -> None:
     with pytest.raises(DeadlineExceeded):
         async with deadline_after(0.01):
             await asyncio.sleep(5)
+
+
+def test_attributes_belong_to_one_request_and_never_leak() -> None:
+    from headway.core import annotate
+
+    annotate("fallback", "ignored outside a request")
+    with pytest.raises(RuntimeError, match="no request in flight"):
+        current_context().attributes["x"] = 1
+    with request_context() as first:
+        annotate("fallback", "rate_limited")
+        with request_context(timeout=1) as nested:
+            assert nested.attributes is first.attributes
+            annotate("fallback", "circuit_open")
+        assert first.attributes == {"fallback": ["rate_limited", "circuit_open"]}
+    with request_context() as second:
+        assert second.attributes == {}
+    assert current_context().attributes == {}

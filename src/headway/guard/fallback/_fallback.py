@@ -26,9 +26,9 @@ from headway.core import (
     Rejected,
     Service,
     UpstreamError,
+    annotate,
     current_context,
 )
-from headway.core._context import _EMPTY
 from headway.core._service import Req, Resp
 
 #: Refused before any work (always safe elsewhere) or failed upstream; not DeadlineExceeded.
@@ -107,16 +107,7 @@ class Fallback(Guard):
             reason = type(error).__name__
         self.fallbacks += 1
         self._hooks.on_event(self.kind, self.name, "fallback." + reason)
-        if ctx is not _EMPTY:
-            # The empty context (and its attributes dict, which a bare ``request_context()``
-            # shares) belongs to everything outside a request: never write into it.
-            if ctx.attributes is _EMPTY.attributes:
-                ctx.attributes = {}
-            trail = ctx.attributes.get("fallback")
-            if isinstance(trail, list):
-                trail.append(reason)
-            else:
-                ctx.attributes["fallback"] = [reason]
+        annotate("fallback", reason)
         if self._transform is not None:
             request = self._transform(request, error)
         try:
