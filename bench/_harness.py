@@ -7,7 +7,6 @@ no-op, which is what a user pays. Best-of-repeats filters scheduler noise on a s
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable

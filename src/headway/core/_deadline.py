@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable
 from types import TracebackType
 
 from ._clock import REAL_CLOCK, Clock
 from ._context import _EMPTY, Context, _current
 from ._errors import DeadlineExceeded
+from ._ready import DONE
 from ._timers import TimerEntry, TimerQueue, running_task, timer_queue
 
 
@@ -91,12 +93,13 @@ class DeadlineScope:
             self._entry = queue.add(deadline, self._fire)
         return self
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Awaitable[None]:
+        # A plain method returning a finished awaitable: leaving a scope never waits.
         entry = self._entry
         if entry is not None:
             self._queue.remove(entry)  # type: ignore[union-attr]
@@ -115,7 +118,7 @@ class DeadlineScope:
                 and exc_type is asyncio.CancelledError
             ):
                 raise DeadlineExceeded(self._message) from exc
-        return False
+        return DONE
 
 
 def deadline_after(seconds: float, *, clock: Clock = REAL_CLOCK) -> DeadlineScope:

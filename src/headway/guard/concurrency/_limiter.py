@@ -27,9 +27,9 @@ import asyncio
 import functools
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from headway.core import (
     NO_HOOKS,
@@ -44,22 +44,9 @@ from headway.core import (
     UpstreamTimeout,
     current_context,
 )
+from headway.core._ready import DONE as _DONE
 
 from ._limit import FixedLimit, LimitAlgorithm
-
-
-class _Done:
-    """An awaitable that is already finished: awaiting it returns ``None`` at once."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return _EXHAUSTED
-
-
-# An exhausted iterator stays exhausted, so one serves every ``await``: no allocation.
-_EXHAUSTED = cast(Generator[Any, None, None], iter(()))
-_DONE = _Done()
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")

@@ -22,7 +22,7 @@ reservation.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -36,6 +36,7 @@ from headway.core import (
     Service,
     current_context,
 )
+from headway.core._ready import DONE
 from headway.store import Decision, LimitStore, MemoryStore, SyncLimitStore
 
 Req = TypeVar("Req")
@@ -152,7 +153,8 @@ class RateLimiter(Guard):
 
     # -- the three ways in: around a block, around a service, or asked directly ---------------
 
-    async def __aenter__(self) -> RateLimiter:
+    def __aenter__(self) -> Awaitable[None]:
+        # A plain method: the admitted path returns a finished awaitable, no coroutine.
         key = self._key if self._key_fn is None else self._namespace + self._key_fn(None)
         store = self._sync_store
         if store is not None and (
@@ -160,17 +162,19 @@ class RateLimiter(Guard):
             == 0.0
         ):
             self.accepted += 1
-            return self
-        await self._acquire(key, self._cost)
-        return self
+            return DONE
+        return self._acquire_none(key, self._cost)
 
-    async def __aexit__(
+    async def _acquire_none(self, key: str, cost: float) -> None:
+        await self._acquire(key, cost)
+
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
-        return None
+    ) -> Awaitable[None]:
+        return DONE
 
     async def call(self, inner: Service[Req, Resp], request: Req) -> Resp:
         key = self._key if self._key_fn is None else self._namespace + self._key_fn(request)

@@ -102,13 +102,13 @@ class Timeout(Guard):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         scope = _active.get()
         if scope is None:
             raise RuntimeError("Timeout.__aexit__ without a matching __aenter__")
         _active.reset(scope.token)
         try:
-            return await scope.__aexit__(exc_type, exc, tb)
+            await scope.__aexit__(exc_type, exc, tb)
         except DeadlineExceeded:
             if scope.expired:
                 self._expired()
