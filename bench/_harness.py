@@ -53,10 +53,8 @@ async def measure(case: Case, n: int, repeats: int) -> Result:
         await probe
     best = float("inf")
     for _ in range(repeats):
-        if is_async:
-            best = min(best, await _time_async(fn, n))
-        else:
-            best = min(best, _time_sync(fn, n))
+        elapsed = await _time_async(fn, n) if is_async else _time_sync(fn, n)
+        best = min(best, elapsed)
     return Result(case, best)
 
 
