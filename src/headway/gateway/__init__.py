@@ -1,0 +1,1 @@
+"""The gateway data path (wired in _app.py)."""
