@@ -1,0 +1,421 @@
+"""Tenants: who is calling (API key -> tenant) and what they may spend (quotas, concurrency).
+
+Authentication guarantees:
+- Keys are held only as SHA-256 digests (configs carry ``sha256`` hex; :func:`hash_api_key`
+  turns a plaintext key into one at load time). Nothing derived from a presented key outlives
+  the call.
+- Lookup is constant-time with respect to the key's value, enough to give a timing attacker
+  nothing: the presented key is hashed (SHA-256 takes the same time for any value of a given
+  length), and only its *digest* meets secret-dependent code: a dict lookup by digest, confirmed
+  with :func:`hmac.compare_digest`. The dict's hashing and the short-circuiting ``==`` it uses
+  on a bucket hit can at most reveal, through timing, how a digest the attacker caused compares
+  with stored digests; turning that into a key needs a SHA-256 preimage, which is infeasible. The
+  final ``compare_digest`` makes the accepting comparison itself constant-time.
+
+Quota guarantees (:class:`TenantGuards`): per tenant, a requests-per-minute and a
+tokens-per-minute GCRA limit (:class:`~headway.guard.RateLimiter`, period 60 s, burst one
+minute's worth, keys ``rpm:<tenant>`` and ``tpm:<tenant>`` in ONE shared store, so several
+gateway instances sharing Redis enforce one quota) and a per-instance concurrency cap. Tokens
+are charged on the estimate up front (prompt estimate + ``max_tokens``, or + a default when the
+request sets none) and corrected from the response's ``usage`` when it settles. A refused
+request costs nothing: every charge taken before the refusal is given back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, cast
+
+from headway.core import NO_HOOKS, REAL_CLOCK, Clock, Hooks, Priority, RateLimited
+from headway.guard import RateLimiter
+from headway.store import LimitStore, MemoryStore, SyncLimitStore
+
+from ._errors import AuthError, ModelNotAllowed
+
+__all__ = [
+    "ALL_MODELS",
+    "Admission",
+    "AllModels",
+    "Tenant",
+    "TenantDirectory",
+    "TenantGuards",
+    "hash_api_key",
+]
+
+
+class AllModels:
+    """The "every model" allowance: contains any model name."""
+
+    __slots__ = ()
+
+    def __contains__(self, model: object) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "ALL_MODELS"
+
+
+ALL_MODELS: Final = AllModels()
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A caller the gateway knows, with its priority and limits (None = unlimited)."""
+
+    name: str
+    priority: Priority = Priority.DEFAULT
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    allowed_models: frozenset[str] | AllModels = ALL_MODELS
+
+
+def hash_api_key(key: str) -> str:
+    """The SHA-256 hex digest under which a key is stored."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# -- authentication --------------------------------------------------------------------------------
+
+_BEARER = b"bearer "
+# A key is visible ASCII (RFC 9110 token68-ish); 512 bytes is far above any real key (OpenAI's
+# are ~160) and bounds the hashing work an attacker can ask for.
+_MAX_KEY_BYTES = 512
+
+
+class TenantDirectory:
+    """API key -> tenant, holding only key digests (see the module docstring)."""
+
+    __slots__ = ("_by_digest", "tenants")
+
+    def __init__(self, tenants: Iterable[tuple[Tenant, Iterable[str]]]) -> None:
+        by_digest: dict[bytes, tuple[bytes, Tenant]] = {}
+        names: dict[str, Tenant] = {}
+        for tenant, key_hashes in tenants:
+            if tenant.name in names:
+                raise ValueError(f"duplicate tenant {tenant.name!r}")
+            names[tenant.name] = tenant
+            for key_hash in key_hashes:
+                digest = _parse_digest(key_hash, tenant.name)
+                other = by_digest.get(digest)
+                if other is not None:
+                    raise ValueError(
+                        f"tenants {other[1].name!r} and {tenant.name!r} share an API key hash"
+                    )
+                by_digest[digest] = (digest, tenant)
+        self._by_digest = by_digest
+        #: Tenants by name.
+        self.tenants: Mapping[str, Tenant] = names
+
+    def authenticate(self, authorization: bytes | None) -> Tenant:
+        """The tenant owning the ``Authorization: Bearer <key>`` key, or :class:`AuthError`."""
+        if authorization is None:
+            raise AuthError(
+                "missing API key: send 'Authorization: Bearer <key>'", reason="missing_api_key"
+            )
+        if authorization[:7].lower() != _BEARER:
+            raise AuthError(
+                "malformed Authorization header: expected 'Bearer <key>'",
+                reason="malformed_api_key",
+            )
+        return self._lookup(authorization[7:])
+
+    def authenticate_headers(self, headers: Mapping[bytes, bytes]) -> Tenant:
+        """Like :meth:`authenticate` on a request's (lower-cased) headers; also accepts the key
+        alone in ``api-key`` (Azure OpenAI style) or ``x-api-key`` (Anthropic style)."""
+        authorization = headers.get(b"authorization")
+        if authorization is not None:
+            return self.authenticate(authorization)
+        key = headers.get(b"api-key")
+        if key is None:
+            key = headers.get(b"x-api-key")
+        if key is None:
+            return self.authenticate(None)
+        return self._lookup(key)
+
+    def _lookup(self, key: bytes) -> Tenant:
+        key = key.strip(b" \t")
+        if not key or len(key) > _MAX_KEY_BYTES or key.translate(None, _VISIBLE_ASCII):
+            raise AuthError("malformed API key", reason="malformed_api_key")
+        digest = hashlib.sha256(key).digest()
+        entry = self._by_digest.get(digest)
+        # Acceptance is decided by compare_digest against the *stored* digest; a miss compares
+        # against a dummy so both paths do the same work.
+        if entry is None:
+            hmac.compare_digest(_DUMMY_DIGEST, digest)
+            raise AuthError("invalid API key", reason="invalid_api_key")
+        if not hmac.compare_digest(entry[0], digest):
+            raise AuthError("invalid API key", reason="invalid_api_key")
+        return entry[1]
+
+    def __repr__(self) -> str:
+        return f"TenantDirectory({len(self.tenants)} tenants, {len(self._by_digest)} keys)"
+
+
+_DUMMY_DIGEST = bytes(32)
+# Printable ASCII without space (0x21..0x7e): what a key may contain.
+_VISIBLE_ASCII = bytes(range(0x21, 0x7F))
+
+
+def _parse_digest(key_hash: str, tenant: str) -> bytes:
+    text = key_hash.strip().lower()
+    if text.startswith("sha256:"):
+        text = text[7:]
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise ValueError(
+            f"tenant {tenant!r}: API key hash must be 64 hex digits (sha256), got {len(text)} chars"
+        )
+    return digest
+
+
+# -- quotas ----------------------------------------------------------------------------------------
+
+# Completion tokens charged up front when a request sets no max_tokens. Our choice: a typical
+# chat answer; the charge is corrected from `usage` afterwards, so this only shapes bursts.
+DEFAULT_COMPLETION_TOKENS = 256
+# Retry hint for the concurrency cap, which cannot know when a slot frees. Our choice: 1 s, the
+# smallest whole Retry-After.
+CONCURRENCY_RETRY_AFTER = 1.0
+# OpenAI's quotas are per minute (RPM/TPM).
+_MINUTE = 60.0
+
+
+class _TenantState:
+    """One tenant's limiters and in-flight count."""
+
+    __slots__ = ("inflight", "max_concurrency", "name", "rpm", "rpm_key", "tpm", "tpm_key")
+
+    def __init__(self, tenant: Tenant, store: LimitStore, hooks: Hooks, clock: Clock) -> None:
+        self.name = tenant.name
+        self.rpm_key = "rpm:" + tenant.name
+        self.tpm_key = "tpm:" + tenant.name
+        self.inflight = 0
+        self.max_concurrency = tenant.max_concurrency
+        self.rpm = (
+            None
+            if tenant.rpm is None
+            else RateLimiter(
+                tenant.rpm,
+                _MINUTE,
+                store=store,
+                key=tenant.name,
+                namespace="rpm:",
+                name="rpm:" + tenant.name,
+                hooks=hooks,
+                clock=clock,
+            )
+        )
+        self.tpm = (
+            None
+            if tenant.tpm is None
+            else RateLimiter(
+                tenant.tpm,
+                _MINUTE,
+                store=store,
+                key=tenant.name,
+                namespace="tpm:",
+                name="tpm:" + tenant.name,
+                hooks=hooks,
+                clock=clock,
+            )
+        )
+
+
+class Admission:
+    """One admitted request's claim on its tenant's quotas; settle or release it exactly once
+    (later calls do nothing)."""
+
+    __slots__ = ("_state", "done", "estimated_tokens")
+
+    def __init__(self, state: _TenantState, estimated_tokens: int) -> None:
+        self._state = state
+        self.estimated_tokens = estimated_tokens
+        self.done = False
+
+    async def settle(self, total_tokens: int | None) -> None:
+        """The request finished: free its concurrency slot and correct the token charge by
+        ``total_tokens - estimate`` (``None``: usage unknown, the estimate stands)."""
+        if self.done:
+            return
+        self.done = True
+        state = self._state
+        state.inflight -= 1  # before any await, so cancellation cannot leak the slot
+        tpm = state.tpm
+        if tpm is not None and total_tokens is not None:
+            delta = total_tokens - self.estimated_tokens
+            if delta:
+                await tpm.adjust(state.name, float(delta))
+
+    async def release(self) -> None:
+        """The request failed without producing tokens (upstream error before any output):
+        free the slot and refund the token estimate. The request itself stays counted against
+        the RPM quota, since it did reach the upstream (as OpenAI counts failed requests)."""
+        if self.done:
+            return
+        self.done = True
+        state = self._state
+        state.inflight -= 1
+        tpm = state.tpm
+        if tpm is not None and self.estimated_tokens:
+            await tpm.adjust(state.name, -float(self.estimated_tokens))
+
+
+class TenantGuards:
+    """Per-tenant RPM, TPM and concurrency admission over one shared limit store.
+
+    A tenant's limits are read the first time its name is seen. On a config reload, build a new
+    ``TenantGuards`` over the *same* store: quota state carries over (it lives in the store),
+    and admissions still in flight release into the object that admitted them.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_hooks",
+        "_states",
+        "_store",
+        "_sync",
+        "_sync_store",
+        "default_completion_tokens",
+        "name",
+        "rejected",
+    )
+
+    kind = "tenant_quota"
+
+    def __init__(
+        self,
+        tenants: Iterable[Tenant] = (),
+        store: LimitStore | None = None,
+        *,
+        default_completion_tokens: int = DEFAULT_COMPLETION_TOKENS,
+        name: str = "tenants",
+        hooks: Hooks = NO_HOOKS,
+        clock: Clock = REAL_CLOCK,
+    ) -> None:
+        self._store: LimitStore = MemoryStore(clock=clock) if store is None else store
+        self._sync = self._store.sync
+        self._sync_store = cast(SyncLimitStore, self._store) if self._store.sync else None
+        self._hooks = hooks
+        self._clock = clock
+        self.default_completion_tokens = default_completion_tokens
+        self.name = name
+        self.rejected = 0
+        self._states: dict[str, _TenantState] = {}
+        for tenant in tenants:
+            self._state(tenant)
+
+    def _state(self, tenant: Tenant) -> _TenantState:
+        state = self._states.get(tenant.name)
+        if state is None:
+            state = self._states[tenant.name] = _TenantState(
+                tenant, self._store, self._hooks, self._clock
+            )
+        return state
+
+    @staticmethod
+    def check_model(tenant: Tenant, model: str) -> None:
+        """Raise :class:`ModelNotAllowed` unless the tenant may use ``model``."""
+        if model not in tenant.allowed_models:
+            raise ModelNotAllowed(f"this API key may not use model {model!r}")
+
+    def estimate_tokens(self, prompt_tokens: int, max_tokens: int | None, n: int = 1) -> int:
+        """Tokens to charge up front: the prompt plus the most the answer may use (``n``
+        choices of ``max_tokens``), or the default completion size when unbounded."""
+        completion = self.default_completion_tokens if max_tokens is None else max_tokens
+        return prompt_tokens + completion * n
+
+    async def admit(self, tenant: Tenant, estimated_tokens: int) -> Admission:
+        """Take a concurrency slot, one request and ``estimated_tokens`` tokens, or raise
+        :class:`RateLimited` (reason ``tenant_concurrency``, ``tenant_rpm``, ``tenant_tpm``,
+        or ``tenant_tpm_too_large`` when the estimate exceeds the whole quota) having taken
+        nothing."""
+        if self._sync:
+            return self.admit_nowait(tenant, estimated_tokens)
+        state = self._check_concurrency(tenant)
+        name = state.name
+        rpm = state.rpm
+        if rpm is not None:
+            try:
+                await rpm.acquire(name, 1.0)
+            except RateLimited as exc:
+                raise self._refuse("tenant_rpm", exc.retry_after, name) from None
+        tpm = state.tpm
+        if tpm is not None and estimated_tokens > 0:
+            too_large = estimated_tokens > tpm.burst
+            if not too_large:
+                try:
+                    await tpm.acquire(name, float(estimated_tokens))
+                except RateLimited as exc:
+                    if rpm is not None:
+                        await rpm.adjust(name, -1.0)
+                    raise self._refuse("tenant_tpm", exc.retry_after, name) from None
+            else:
+                if rpm is not None:
+                    await rpm.adjust(name, -1.0)
+                raise self._refuse("tenant_tpm_too_large", None, name)
+        state.inflight += 1
+        return Admission(state, estimated_tokens)
+
+    def admit_nowait(self, tenant: Tenant, estimated_tokens: int) -> Admission:
+        """:meth:`admit` as a plain call (no ``await``); in-process stores only."""
+        store = self._sync_store
+        if store is None:
+            raise TypeError("admit_nowait needs an in-process store; use 'await admit()'")
+        state = self._check_concurrency(tenant)
+        # The store's allocation-free step (0.0 = admitted, else seconds to wait, inf = never),
+        # on keys and GCRA parameters computed once per tenant.
+        now = self._clock.now()
+        rpm = state.rpm
+        if rpm is not None:
+            wait = store.admit(state.rpm_key, rpm.emission_interval, rpm.tolerance, 1.0, now)
+            if wait:
+                raise self._refuse("tenant_rpm", wait, state.name)
+        tpm = state.tpm
+        if tpm is not None and estimated_tokens > 0:
+            cost = float(estimated_tokens)
+            wait = store.admit(state.tpm_key, tpm.emission_interval, tpm.tolerance, cost, now)
+            if wait:
+                if rpm is not None:
+                    store.adjust_nowait(
+                        state.rpm_key, rpm.emission_interval, rpm.tolerance, -1.0, now
+                    )
+                if wait == math.inf:
+                    raise self._refuse("tenant_tpm_too_large", None, state.name)
+                raise self._refuse("tenant_tpm", wait, state.name)
+        state.inflight += 1
+        return Admission(state, estimated_tokens)
+
+    def _check_concurrency(self, tenant: Tenant) -> _TenantState:
+        state = self._states.get(tenant.name)
+        if state is None:
+            state = self._state(tenant)
+        cap = state.max_concurrency
+        if cap is not None and state.inflight >= cap:
+            raise self._refuse("tenant_concurrency", CONCURRENCY_RETRY_AFTER, state.name)
+        return state
+
+    def _refuse(self, reason: str, retry_after: float | None, tenant: str) -> RateLimited:
+        self.rejected += 1
+        self._hooks.on_event(self.kind, self.name, "rejected_" + reason, 1.0)
+        return RateLimited(
+            f"{reason} for tenant {tenant!r}", retry_after=retry_after, reason=reason
+        )
+
+    def inflight(self, tenant: str) -> int:
+        state = self._states.get(tenant)
+        return 0 if state is None else state.inflight
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "tenants": len(self._states),
+            "rejected": self.rejected,
+            "inflight": sum(s.inflight for s in self._states.values()),
+        }
