@@ -1,0 +1,162 @@
+"""An upstream's answer: status and headers at once, the body read whole or streamed.
+
+Guarantees:
+- ``headers`` is the raw header list in arrival order with lower-cased names; ``header(name)``
+  is a dict lookup (the index is built on first use; repeated fields are joined with ``, ``).
+- The body is consumed exactly once, by ``read()`` or by iterating ``iter_chunks()``; the
+  chunks are the body bytes exactly as they arrived (chunked coding removed, nothing else
+  touched), so an SSE relay can forward them unchanged.
+- The connection goes back to its pool as soon as the body is complete and the upstream allowed
+  keep-alive; on any error, cancellation or early ``aclose()`` it is closed instead. ``aclose()``
+  is idempotent; ``async with`` calls it.
+- Waiting for the first body chunk is bounded by ``first_chunk_timeout`` (``ttft_timeout``),
+  or, when that is None, by ``stall_timeout``; every later wait by ``stall_timeout``
+  (``stall_timeout``); all of them by the request's deadline (``DeadlineExceeded``). A stall is
+  measured from the moment the consumer finds the buffer empty, not from the previous chunk.
+- A connection lost mid-body raises ``UpstreamError(reason="connection_reset")``, retryable
+  only while no body byte has been handed to the caller (``read()`` hands over nothing until it
+  returns, so its errors stay retryable).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+from ._response import Header
+
+if TYPE_CHECKING:
+    from ._client_conn import UpstreamConnection
+
+__all__ = ["UpstreamResponse"]
+
+
+class _Owner(Protocol):
+    def _release(self, conn: UpstreamConnection) -> None: ...
+
+    def _discard(self, conn: UpstreamConnection, *, failed: bool = False) -> None: ...
+
+
+class UpstreamResponse:
+    __slots__ = (
+        "_conn",
+        "_deadline",
+        "_first_timeout",
+        "_index",
+        "_owner",
+        "_stall_timeout",
+        "headers",
+        "status",
+    )
+
+    def __init__(
+        self,
+        conn: UpstreamConnection,
+        owner: _Owner,
+        deadline: float,
+        first_chunk_timeout: float | None,
+        stall_timeout: float | None,
+    ) -> None:
+        self.status: int = conn.status
+        self.headers: list[Header] = conn.headers
+        self._conn: UpstreamConnection | None = conn
+        self._owner = owner
+        self._deadline = deadline
+        self._first_timeout = first_chunk_timeout
+        self._stall_timeout = stall_timeout
+        self._index: dict[bytes, bytes] | None = None
+
+    def header(self, name: bytes | str) -> bytes | None:
+        """A header's value by case-insensitive name, or None."""
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for key, value in self.headers:
+                previous = index.get(key)
+                index[key] = value if previous is None else previous + b", " + value
+        if isinstance(name, str):
+            name = name.encode("latin-1")
+        return index.get(name.lower())
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has been received (it may still be buffered)."""
+        conn = self._conn
+        return conn is None or conn.done
+
+    @property
+    def delivered(self) -> bool:
+        """Some body bytes were already handed to the caller."""
+        conn = self._conn
+        return conn is not None and conn.delivered
+
+    async def read(self) -> bytes:
+        """The whole body; releases the connection."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("the response body was already consumed or closed")
+        try:
+            if conn.done:
+                body = conn.take_body()
+            else:
+                body = await conn.read_body(
+                    self._first_timeout, self._stall_timeout, self._deadline
+                )
+        except BaseException as exc:
+            self._conn = None
+            self._owner._discard(conn, failed=isinstance(exc, Exception))
+            raise
+        self._conn = None
+        self._owner._release(conn)
+        return body
+
+    def iter_chunks(self) -> UpstreamResponse:
+        """``async for chunk in resp.iter_chunks()``: body bytes as they arrive."""
+        return self
+
+    def __aiter__(self) -> UpstreamResponse:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
+        if conn is None:
+            raise StopAsyncIteration
+        chunk = conn.pop_chunk()
+        if chunk is not None:
+            return chunk
+        try:
+            chunk = await conn.next_chunk(self._first_timeout, self._stall_timeout, self._deadline)
+        except BaseException as exc:
+            self._conn = None
+            self._owner._discard(conn, failed=isinstance(exc, Exception))
+            raise
+        if chunk is None:
+            self._conn = None
+            self._owner._release(conn)
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        """Give the connection back (body complete) or close it (anything left unread)."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        if conn.done:
+            self._owner._release(conn)
+        else:
+            self._owner._discard(conn)
+
+    async def __aenter__(self) -> UpstreamResponse:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"UpstreamResponse({self.status}, {len(self.headers)} headers)"
