@@ -113,6 +113,24 @@ class ModelNotFound(GatewayError):
     reason = "model_not_found"
 
 
+class NotFound(GatewayError):
+    """No such path on this gateway (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+    reason = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    """The path exists but not with this method (405)."""
+
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+    reason = "method_not_allowed"
+
+
 class PayloadTooLarge(GatewayError):
     """The request body is over the configured size limit (413)."""
 

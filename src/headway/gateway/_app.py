@@ -1,0 +1,326 @@
+"""The gateway: an OpenAI-compatible front door that routes to upstream pools safely.
+
+One request, top to bottom::
+
+    authenticate (API key -> tenant)             401
+    parse and validate the body                  400 / 413
+    route (public model name -> ModelRoute)      404, and 403 if the tenant may not use it
+    deadline (client's timeout header, capped)   504 when it passes
+    admission (priority queue, fair by tenant)   503 + Retry-After, lowest priority first
+    tenant quotas (RPM, TPM, concurrency)        429 + Retry-After
+    route: cache / fallback / retry / hedge / attempt
+    relay: whole body, or SSE chunks as they arrive; usage corrects the token quota
+
+Every refusal is an OpenAI-format error from ``_errors``; nothing else turns errors into HTTP.
+A streamed answer that breaks after its first byte ends with an SSE ``error`` event (the status
+is already sent), which the official client raises as ``APIError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from headway.config import GatewayConfig
+from headway.core import (
+    NO_HOOKS,
+    REAL_CLOCK,
+    Clock,
+    Context,
+    Hooks,
+    Priority,
+    reset_context,
+    set_context,
+)
+from headway.http import HttpServer, Request, Response, StreamingResponse
+from headway.sim import SimServer
+from headway.store import LimitStore, MemoryStore, RedisStore
+
+from ._errors import MethodNotAllowed, ModelNotFound, NotFound, error_response_for, http_error
+from ._openai import extract_usage, parse_body
+from ._routes import ProxyCall
+from ._runtime import Runtime
+from ._tenants import Admission
+from ._upstreams import Reply, StreamReply
+
+log = logging.getLogger("headway.gateway")
+
+_ENDPOINTS: dict[str, Any] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+# Request headers forwarded upstream (everything else is the client's business with us).
+_FORWARD = (b"traceparent", b"tracestate", b"openai-organization", b"openai-project")
+# Client timeout headers, in seconds: ours, and the one the official OpenAI SDKs send.
+_TIMEOUT_HEADERS = (b"x-headway-timeout", b"x-stainless-timeout")
+_JSON = b"application/json"
+
+
+def _now_id() -> str:
+    return f"{time.time_ns():x}"
+
+
+class Gateway:
+    """Owns the API and admin servers, the in-process sims, the store and the live runtime."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        reuse_port: bool = False,
+        clock: Clock = REAL_CLOCK,
+        hooks: Hooks = NO_HOOKS,
+    ) -> None:
+        self.config = config
+        self._reuse_port = reuse_port
+        self._clock = clock
+        self._hooks = hooks
+        self._sims: dict[str, tuple[Any, SimServer]] = {}
+        self._store: LimitStore = self._make_store(config)
+        self.runtime: Runtime | None = None
+        self._api = HttpServer(self.handle, config.server.limits.to_http_limits(), name="api")
+        self._admin = HttpServer(self.handle_admin, name="admin")
+        self._retired: set[asyncio.Task[None]] = set()
+        self.api_port = 0
+        self.admin_port = 0
+
+    def _make_store(self, config: GatewayConfig) -> LimitStore:
+        url = config.state.url
+        if url.startswith(("redis://", "rediss://")):
+            return RedisStore(url=url, clock=self._clock, hooks=self._hooks)
+        return MemoryStore(clock=self._clock)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, *, api_port: int | None = None, admin_port: int | None = None) -> None:
+        """Start sims, build the runtime, then listen (ports override the config's, 0 = any)."""
+        self.runtime = await self._build(self.config)
+        host, port = self.config.server.listen_address
+        self.api_port = await self._api.start(
+            host, port if api_port is None else api_port, reuse_port=self._reuse_port
+        )
+        ahost, aport = self.config.server.admin_address
+        self.admin_port = await self._admin.start(
+            ahost, aport if admin_port is None else admin_port, reuse_port=self._reuse_port
+        )
+
+    async def _build(self, config: GatewayConfig) -> Runtime:
+        urls: dict[str, str] = {}
+        for sim in config.sims:
+            current = self._sims.get(sim.name)
+            if current is not None and current[0] == sim:
+                urls[sim.name] = f"{current[1].base_url}"
+                continue
+            if current is not None:
+                await current[1].stop()
+            server = SimServer(sim.to_sim_config(), clock=self._clock, name=sim.name)
+            await server.start("127.0.0.1", 0)
+            self._sims[sim.name] = (sim, server)
+            urls[sim.name] = server.base_url
+        return Runtime(config, urls, self._store, clock=self._clock, hooks=self._hooks)
+
+    async def reload(self, config: GatewayConfig) -> None:
+        """Swap in ``config`` atomically; requests in flight finish on the old runtime."""
+        new = await self._build(config)
+        old, self.runtime, self.config = self.runtime, new, config
+        if old is not None:
+            task = asyncio.create_task(self._retire(old, config.server.drain_timeout))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+
+    async def _retire(self, runtime: Runtime, grace: float) -> None:
+        await runtime.drained(grace)
+        await runtime.aclose()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting, let in-flight requests and streams finish for ``grace`` seconds."""
+        await self._admin.stop(0.5)
+        await self._api.stop(grace)
+        for task in list(self._retired):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.runtime is not None:
+            await self.runtime.aclose()
+        for _, server in self._sims.values():
+            await server.stop()
+        await self._store.aclose()
+
+    # -- the API -------------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response | StreamingResponse:
+        runtime = self.runtime
+        if runtime is None:
+            return _json(503, {"error": {"message": "starting", "type": "server_error"}})
+        path = request.path
+        endpoint = _ENDPOINTS.get(path)
+        try:
+            if endpoint is not None:
+                if request.method != "POST":
+                    raise MethodNotAllowed(f"{path} takes POST")
+                return await self._proxy(runtime, request, endpoint)
+            if path == "/v1/models":
+                return self._models(runtime, request)
+            if path == "/healthz":
+                return _json(200, {"status": "ok"})
+            if path == "/readyz":
+                return self._ready(runtime)
+            raise NotFound(f"unknown path {path}")
+        except Exception as error:
+            return error_response_for(error)
+
+    def _models(self, runtime: Runtime, request: Request) -> Response:
+        tenant = runtime.directory.authenticate_headers(request.headers)
+        created = 0
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "headway"}
+            for name in runtime.routes
+            if name in tenant.allowed_models
+        ]
+        return _json(200, {"object": "list", "data": data})
+
+    def _ready(self, runtime: Runtime) -> Response:
+        ready = bool(runtime.routes) and all(
+            len(pool.balancer.endpoints) for pool in runtime.pools.values()
+        )
+        return _json(200 if ready else 503, {"ready": ready, "models": list(runtime.routes)})
+
+    async def _proxy(
+        self, runtime: Runtime, request: Request, endpoint: Any
+    ) -> Response | StreamingResponse:
+        tenant = runtime.directory.authenticate_headers(request.headers)
+        parsed = parse_body(request.body, endpoint)
+        route = runtime.routes.get(parsed.model)
+        if route is None:
+            raise ModelNotFound(
+                f"the model {parsed.model!r} does not exist", param="model", code="model_not_found"
+            )
+        runtime.tenant_guards.check_model(tenant, parsed.model)
+        timeout = runtime.model_timeouts.get(parsed.model, runtime.default_timeout)
+        for name in _TIMEOUT_HEADERS:
+            value = request.headers.get(name)
+            if value is not None:
+                asked = _seconds(value)
+                if asked is not None:
+                    timeout = min(asked, runtime.max_timeout)
+                break
+        priority = tenant.priority
+        lowered = request.headers.get(b"x-headway-priority")
+        if lowered is not None:  # a caller may lower its priority, never raise it
+            with contextlib.suppress(ValueError):
+                priority = min(priority, Priority.parse(lowered.decode("latin-1")))
+        ctx = Context(
+            deadline=self._clock.now() + timeout,
+            priority=priority,
+            tenant=tenant.name,
+            request_id=_now_id(),
+            attributes={},
+        )
+        token = set_context(ctx)
+        runtime.enter()
+        admitted = False
+        admission: Admission | None = None
+        streaming = False
+        try:
+            await runtime.admission.__aenter__()
+            admitted = True
+            estimate = runtime.tenant_guards.estimate_tokens(
+                parsed.estimated_prompt_tokens, parsed.max_tokens, parsed.n
+            )
+            admission = await runtime.tenant_guards.admit(tenant, estimate)
+            headers = [(h, v) for h in _FORWARD if (v := request.headers.get(h)) is not None]
+            headers.append((b"content-type", _JSON))
+            call = ProxyCall(parsed, headers)
+            reply = await runtime.routes[parsed.model](call)
+            if isinstance(reply, Reply):
+                usage = extract_usage(reply.body)
+                await admission.settle(usage.total_tokens if usage else None)
+                return Response(reply.status, reply.body, content_type=reply.content_type)
+            streaming = True
+            return StreamingResponse(
+                self._relay(runtime, reply, admission, estimate),
+                headers=[(b"cache-control", b"no-cache")],
+            )
+        except BaseException:
+            if admission is not None:
+                await admission.release()
+            raise
+        finally:
+            if not streaming:
+                if admitted:
+                    await runtime.admission.__aexit__(None, None, None)
+                runtime.leave()
+            reset_context(token)
+
+    async def _relay(
+        self, runtime: Runtime, reply: StreamReply, admission: Admission, estimate: int
+    ) -> AsyncIterator[bytes]:
+        """Relay SSE chunks as they arrive, unchanged; account usage at the end."""
+        response = reply.response
+        previous = b""
+        last = reply.first
+        events = last.count(b"data:")
+        error: BaseException | None = None
+        cancelled = False
+        try:
+            yield last
+            async for chunk in response:
+                previous, last = last, chunk
+                events += chunk.count(b"data:")
+                yield chunk
+        except asyncio.CancelledError:  # the client went away
+            cancelled = True
+            raise
+        except GeneratorExit:
+            cancelled = True
+            raise
+        except Exception as exc:
+            error = exc
+            _, type_, code, message, *_ = http_error(exc)
+            event = {"error": {"message": message, "type": type_, "code": code}}
+            yield b"data: " + orjson.dumps(event) + b"\n\n"
+        finally:
+            reply.finish(error, cancelled=cancelled)
+            usage = extract_usage(previous + last)
+            if usage is not None:
+                total: int | None = usage.total_tokens
+            else:
+                # No usage chunk (the client did not ask for one): one event is about one token.
+                total = estimate - (runtime.tenant_guards.default_completion_tokens) + events
+                total = max(total, 0)
+            await admission.settle(total)
+            await response.aclose()
+            await runtime.admission.__aexit__(None, None, None)
+            runtime.leave()
+
+    # -- the admin port (issue 4 extends it) -------------------------------------------------
+
+    async def handle_admin(self, request: Request) -> Response:
+        runtime = self.runtime
+        if request.path == "/healthz":
+            return _json(200, {"status": "ok"})
+        if request.path == "/readyz" and runtime is not None:
+            return self._ready(runtime)
+        if request.path == "/status" and runtime is not None:
+            return _json(200, runtime.snapshot())
+        return _json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+
+def _json(status: int, payload: Any) -> Response:
+    return Response(status, orjson.dumps(payload), content_type=_JSON)
+
+
+def _seconds(value: bytes) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None

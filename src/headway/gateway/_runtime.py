@@ -1,0 +1,109 @@
+"""Everything one config version builds: pools, routes, tenants, admission.
+
+A :class:`Runtime` is immutable once built; a reload builds a new one and swaps it in, while
+requests that started on the old one finish on it. Quota state lives in the store, which
+outlives runtimes, so a reload never resets anybody's quota.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from headway.config import GatewayConfig
+from headway.core import NO_HOOKS, REAL_CLOCK, Clock, Hooks, Priority
+from headway.guard import LoadShedder
+from headway.store import LimitStore
+
+from ._routes import ModelRoute
+from ._tenants import ALL_MODELS, Tenant, TenantDirectory, TenantGuards
+from ._upstreams import Pool
+
+
+def _tenant(config: Any) -> Tenant:
+    models = ALL_MODELS if "*" in config.models else frozenset(config.models)
+    return Tenant(
+        name=config.name,
+        priority=Priority.parse(config.priority),
+        rpm=config.rpm,
+        tpm=config.tpm,
+        max_concurrency=config.max_concurrency,
+        allowed_models=models,
+    )
+
+
+class Runtime:
+    """The data path built from one config version."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        sim_urls: dict[str, str],
+        store: LimitStore,
+        *,
+        clock: Clock = REAL_CLOCK,
+        hooks: Hooks = NO_HOOKS,
+    ) -> None:
+        self.config = config
+        self.inflight = 0
+        self._drained: asyncio.Event | None = None
+
+        def resolve(url: str) -> str:
+            if url.startswith("sim://"):
+                return sim_urls[url[6:]]
+            return url
+
+        self.pools = {p.name: Pool(p, resolve, clock=clock, hooks=hooks) for p in config.pools}
+        self.routes: dict[str, ModelRoute] = {}
+        for model in config.models:
+            self.routes[model.name] = ModelRoute(
+                model, self.pools[model.pool], self.routes, clock=clock, hooks=hooks
+            )
+        tenants = [(_tenant(t), list(t.keys)) for t in config.tenants]
+        self.directory = TenantDirectory(tenants)
+        self.tenant_guards = TenantGuards([t for t, _ in tenants], store, clock=clock, hooks=hooks)
+        a = config.admission
+        self.admission = LoadShedder(
+            a.max_inflight,
+            max_queue=a.max_queue,
+            target_delay=a.queue_target_delay,
+            interval=a.queue_interval,
+            name="admission",
+            clock=clock,
+            hooks=hooks,
+        )
+        s = config.server
+        self.default_timeout = s.default_timeout
+        self.max_timeout = s.max_timeout
+        self.model_timeouts = {m.name: m.timeout for m in config.models if m.timeout}
+
+    def enter(self) -> None:
+        """A request started on this runtime."""
+        self.inflight += 1
+
+    def leave(self) -> None:
+        """A request (or its stream) finished on this runtime."""
+        self.inflight -= 1
+        if self.inflight == 0 and self._drained is not None:
+            self._drained.set()
+
+    async def drained(self, grace: float) -> None:
+        """Wait until no request is in flight here, for at most ``grace`` seconds."""
+        if self.inflight == 0:
+            return
+        self._drained = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), grace)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "inflight": self.inflight,
+            "admission": self.admission.snapshot(),
+            "tenants": self.tenant_guards.snapshot(),
+            "pools": [pool.snapshot() for pool in self.pools.values()],
+        }
+
+    async def aclose(self) -> None:
+        for pool in self.pools.values():
+            await pool.aclose()

@@ -1,0 +1,165 @@
+"""Running the gateway as a process: event loop, workers, signals, hot reload.
+
+- ``serve_main(argv)`` is ``headway serve [CONFIG]``; with no CONFIG it runs the embedded demo.
+- uvloop when available (measured faster for this workload; see bench/http_choice.py).
+- ``server.workers > 1`` forks that many processes, each binding the API port with
+  SO_REUSEPORT so the kernel spreads connections; the parent supervises and forwards signals.
+- SIGTERM/SIGINT: stop accepting, let in-flight requests and streams finish for up to
+  ``server.drain_timeout`` seconds, then exit 0.
+- SIGHUP, or the config file changing on disk: load and validate the new config; if valid, swap
+  it in atomically (requests in flight finish on the config they started with); if not, keep
+  serving the old one and log every error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from headway.config import ConfigError, GatewayConfig, load_config
+
+log = logging.getLogger("headway.serve")
+
+# How often the config file's modification time is checked for hot reload.
+WATCH_INTERVAL = 1.0
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="headway serve", description="Run the gateway.")
+    parser.add_argument("config", nargs="?", help="config file (default: the embedded demo)")
+    parser.add_argument("--workers", type=int, help="override server.workers")
+    parser.add_argument("--no-watch", action="store_true", help="don't reload on file change")
+    return parser.parse_args(list(argv))
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    args = _parse(argv)
+    logging.basicConfig(
+        level=os.environ.get("HEADWAY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"headway: invalid config {args.config or '(embedded)'}:", file=sys.stderr)
+        print(str(error), file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"headway: cannot read config: {error}", file=sys.stderr)
+        return 1
+    workers = args.workers or config.server.workers
+    if workers > 1:
+        return _supervise(args, workers)
+    return _run_worker(args.config, config, watch=not args.no_watch, reuse_port=False)
+
+
+def _run_worker(path: str | None, config: GatewayConfig, *, watch: bool, reuse_port: bool) -> int:
+    main = _worker(path, config, watch=watch, reuse_port=reuse_port)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+async def _worker(path: str | None, config: GatewayConfig, *, watch: bool, reuse_port: bool) -> int:
+    from ._app import Gateway
+
+    gateway = Gateway(config, reuse_port=reuse_port)
+    try:
+        await gateway.start()
+    except OSError as error:  # typically the port is taken: say so, without a traceback
+        print(f"headway: cannot listen: {error}", file=sys.stderr, flush=True)
+        await gateway.stop(0)
+        return 1
+    api, admin = config.server.listen, config.server.admin_listen
+    log.info("headway gateway listening on http://%s/v1 (admin http://%s)", api, admin)
+    print(f"headway: serving on http://{api}/v1 (admin http://{admin})", flush=True)
+    stop = asyncio.Event()
+    reload_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+    watcher = asyncio.create_task(_watch(path, reload_requested)) if watch and path else None
+    reloader = asyncio.create_task(_reload_loop(gateway, path, reload_requested))
+    await stop.wait()
+    log.info("draining for up to %.0fs", gateway.config.server.drain_timeout)
+    for task in (watcher, reloader):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    await gateway.stop(gateway.config.server.drain_timeout)
+    log.info("stopped")
+    return 0
+
+
+async def _watch(path: str, reload_requested: asyncio.Event) -> None:
+    file = Path(path)
+    last = _mtime(file)
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL)
+        now = _mtime(file)
+        if now != last:
+            last = now
+            reload_requested.set()
+
+
+def _mtime(file: Path) -> float:
+    try:
+        return file.stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+async def _reload_loop(gateway: object, path: str | None, reload_requested: asyncio.Event) -> None:
+    from ._app import Gateway
+
+    assert isinstance(gateway, Gateway)
+    while True:
+        await reload_requested.wait()
+        reload_requested.clear()
+        try:
+            config = load_config(path)
+        except (ConfigError, OSError) as error:
+            log.error("reload rejected, still serving the previous config:\n%s", error)
+            continue
+        try:
+            await gateway.reload(config)
+        except Exception:  # a bad reload must never take the data path down
+            log.exception("reload failed, still serving the previous config")
+        else:
+            log.info("config reloaded")
+
+
+def _supervise(args: argparse.Namespace, workers: int) -> int:
+    """Fork ``workers`` processes sharing the port (SO_REUSEPORT) and forward signals."""
+    config = load_config(args.config)
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = _run_worker(args.config, config, watch=not args.no_watch, reuse_port=True)
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    code = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        code = code or os.waitstatus_to_exitcode(status)
+    return code

@@ -1,0 +1,295 @@
+"""Upstream pools at run time: one attempt against one endpoint, with every per-endpoint guard.
+
+An attempt picks an endpoint (balancer: excluding endpoints this request already tried, as
+Envoy's previous-hosts predicate), checks the endpoint's adaptive concurrency limit and circuit
+breaker, sends the request through the endpoint's keep-alive pool with the pool's connect/TTFT/
+stall/total timeouts, and records the outcome everywhere it counts (breaker window, outlier
+detection and latency estimate, adaptive limit). A streamed answer counts as started only once
+its first chunk arrived, so a hung or failing upstream can still be retried elsewhere; its
+outcome is recorded when the stream ends (:class:`StreamReply.finish`).
+
+Guarantees: every admitted attempt is finished exactly once (success, failure, or release on
+cancellation), so no slot, permit or outstanding count leaks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from headway.config import PoolConfig
+from headway.core import (
+    NO_HOOKS,
+    REAL_CLOCK,
+    Clock,
+    Hooks,
+    Overloaded,
+    current_context,
+)
+from headway.guard import AIMDLimit, CircuitBreaker, FixedLimit, Gradient2Limit, LimitAlgorithm
+from headway.guard.breaker import BreakerConfig
+from headway.guard.concurrency import is_overload_signal
+from headway.http.client import UpstreamPool, UpstreamResponse
+
+from ._errors import UpstreamHttpError
+from .balance import Endpoint as Slot
+from .balance import (
+    EndpointSet,
+    LeastOutstandingP2C,
+    OutlierPolicy,
+    PeakEwma,
+    PrefixAffinity,
+    Strategy,
+)
+
+Header = tuple[bytes, bytes]
+
+_JSON = b"application/json"
+
+
+@dataclass(slots=True)
+class Reply:
+    """A whole (non-streamed) upstream answer: relayed as is."""
+
+    status: int
+    body: bytes
+    content_type: bytes = _JSON
+    endpoint: str = ""
+
+
+@dataclass(slots=True)
+class StreamReply:
+    """A streamed answer whose first chunk has arrived; :meth:`finish` records the outcome."""
+
+    response: UpstreamResponse
+    first: bytes
+    endpoint: str
+    _finish: Callable[[BaseException | None, bool], None] = field(repr=False)
+    _done: bool = False
+
+    def finish(self, error: BaseException | None = None, *, cancelled: bool = False) -> None:
+        if not self._done:
+            self._done = True
+            self._finish(error, cancelled)
+
+
+class EndpointRuntime:
+    """What the gateway keeps per upstream endpoint (the balancer slot's payload)."""
+
+    __slots__ = ("breaker", "client", "headers", "limit", "url")
+
+    def __init__(
+        self,
+        url: str,
+        client: UpstreamPool,
+        breaker: CircuitBreaker,
+        limit: LimitAlgorithm,
+        headers: list[Header],
+    ) -> None:
+        self.url = url
+        self.client = client
+        self.breaker = breaker
+        self.limit = limit
+        self.headers = headers
+
+
+def _limit_algorithm(config: PoolConfig) -> LimitAlgorithm:
+    c = config.concurrency
+    if c.algorithm == "fixed":
+        return FixedLimit(c.initial)
+    if c.algorithm == "aimd":
+        return AIMDLimit(initial_limit=c.initial, min_limit=c.min, max_limit=c.max)
+    return Gradient2Limit(initial_limit=c.initial, min_limit=c.min, max_limit=c.max)
+
+
+def _strategy(config: PoolConfig) -> Strategy:
+    if config.balancer == "ewma":
+        return PeakEwma()
+    if config.balancer == "prefix":
+        return PrefixAffinity()
+    return LeastOutstandingP2C()
+
+
+def _breaker_config(config: PoolConfig) -> BreakerConfig:
+    b = config.breaker
+    return BreakerConfig(
+        failure_rate_threshold=b.failure_rate,
+        slow_call_rate_threshold=b.slow_call_rate,
+        slow_call_duration=b.slow_call_seconds,
+        window_size=b.window,
+        minimum_number_of_calls=b.minimum_calls,
+        wait_duration_in_open=b.open_seconds,
+        permitted_calls_in_half_open=b.half_open_calls,
+    )
+
+
+class Pool:
+    """One configured pool: endpoints behind a balancer, and the attempt logic."""
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        resolve: Callable[[str], str],
+        *,
+        clock: Clock = REAL_CLOCK,
+        hooks: Hooks = NO_HOOKS,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self._clock = clock
+        t = config.timeouts
+        self.connect_timeout = t.connect
+        self.ttft_timeout = t.ttft
+        self.stall_timeout = t.stall
+        self.total_timeout = t.total
+        o = config.outlier
+        self.balancer: EndpointSet[EndpointRuntime] = EndpointSet(
+            config.name,
+            strategy=_strategy(config),
+            outlier=OutlierPolicy(
+                consecutive_failures=o.consecutive_failures,
+                base_ejection_seconds=o.base_ejection_seconds,
+                max_ejection_seconds=o.max_ejection_seconds,
+                max_ejection_percent=o.max_ejection_percent,
+            ),
+            clock=clock,
+            hooks=hooks,
+        )
+        breaker_config = _breaker_config(config)
+        for index, endpoint in enumerate(config.endpoints):
+            url = resolve(endpoint.url)
+            name = endpoint.url if endpoint.url.startswith("sim://") else f"ep{index}"
+            headers: list[Header] = []
+            if endpoint.api_key is not None:
+                secret = endpoint.api_key.get_secret_value()
+                headers.append((b"authorization", b"Bearer " + secret.encode()))
+            client = UpstreamPool(
+                url,
+                max_connections=endpoint.max_connections,
+                connect_timeout=t.connect,
+                clock=clock,
+                hooks=hooks,
+                name=f"{config.name}/{name}",
+            )
+            breaker = CircuitBreaker(
+                f"{config.name}/{name}", breaker_config, clock=clock, hooks=hooks
+            )
+            runtime = EndpointRuntime(url, client, breaker, _limit_algorithm(config), headers)
+            self.balancer.add(
+                Slot(name, runtime, weight=endpoint.weight, breaker=breaker, clock=clock)
+            )
+
+    async def attempt(
+        self,
+        path: bytes,
+        headers: list[Header],
+        body: bytes,
+        *,
+        stream: bool,
+        key: str | None,
+        tried: set[Slot[Any]],
+    ) -> Reply | StreamReply:
+        """One upstream attempt; raises a typed error that says whether to try again."""
+        slot = self.balancer.pick(key, tried)
+        if slot is None:
+            raise Overloaded(f"pool {self.name} has no endpoints", reason="no_endpoint")
+        tried.add(slot)
+        ep = slot.payload
+        if slot.outstanding >= ep.limit.limit:
+            busy = Overloaded("endpoint at its concurrency limit", reason="endpoint_limit")
+            busy.retryable = True  # another endpoint may have room
+            raise busy
+        permit = ep.breaker.acquire()
+        inflight = slot.outstanding
+        start = slot.start()
+        clock = self._clock
+        deadline = min(current_context().deadline, start + self.total_timeout)
+
+        def finish(error: BaseException | None, cancelled: bool = False) -> None:
+            duration = clock.now() - start
+            if cancelled:
+                ep.breaker.release(permit)
+                slot.release()
+                return
+            if error is None:
+                ep.breaker.on_success(permit, duration)
+                slot.finish(start, duration, ok=True)
+                ep.limit.on_sample(start, duration, inflight, False)
+                return
+            ep.breaker.on_error(permit, error, duration)
+            slot.finish(start, duration, ok=False, error_kind=getattr(error, "reason", None))
+            ep.limit.on_sample(start, duration, inflight, is_overload_signal(error))
+
+        response: UpstreamResponse | None = None
+        try:
+            response = await ep.client.request(
+                "POST",
+                path,
+                ep.headers + headers if ep.headers else headers,
+                body,
+                deadline=deadline,
+                first_byte_timeout=self.ttft_timeout,
+                first_chunk_timeout=self.ttft_timeout if stream else None,
+                stall_timeout=self.stall_timeout,
+            )
+            status = response.status
+            if status >= 500 or status == 429:
+                error_body = await response.read()
+                raise UpstreamHttpError(
+                    f"upstream answered {status}",
+                    status=status,
+                    body=error_body,
+                    content_type=response.header(b"content-type") or _JSON,
+                    retry_after=_retry_after(response.header(b"retry-after")),
+                )
+            if not stream or status != 200:
+                data = await response.read()
+                # A 4xx is the client's doing, not the endpoint's: it counts as a success.
+                finish(None)
+                return Reply(status, data, response.header(b"content-type") or _JSON, slot.name)
+            first = await response.__anext__()
+        except StopAsyncIteration:
+            finish(None)
+            assert response is not None
+            await response.aclose()
+            return Reply(200, b"", b"text/event-stream", slot.name)
+        except BaseException as error:
+            if isinstance(error, Exception):
+                finish(error)
+            else:
+                finish(None, cancelled=True)
+            if response is not None:
+                await response.aclose()
+            raise
+        return StreamReply(response, first, slot.name, finish)
+
+    def snapshot(self) -> dict[str, Any]:
+        endpoints = []
+        for slot in self.balancer.endpoints:
+            ep = slot.payload
+            endpoints.append(
+                {
+                    **slot.snapshot(),
+                    "name": slot.name,
+                    "limit": ep.limit.limit,
+                    "breaker": ep.breaker.state.name.lower(),
+                    "connections": ep.client.snapshot(),
+                }
+            )
+        return {"pool": self.name, **self.balancer.snapshot(), "endpoints": endpoints}
+
+    async def aclose(self) -> None:
+        for slot in self.balancer.endpoints:
+            await slot.payload.client.aclose()
+
+
+def _retry_after(value: bytes | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
