@@ -14,7 +14,10 @@ cancellation), so no slot, permit or outstanding count leaks.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +27,7 @@ from headway.core import (
     NO_HOOKS,
     REAL_CLOCK,
     Clock,
+    DeadlineScope,
     Hooks,
     Overloaded,
     current_context,
@@ -139,6 +143,7 @@ class Pool:
         self.config = config
         self.name = config.name
         self._clock = clock
+        self._waiters: deque[asyncio.Future[None]] = deque()
         t = config.timeouts
         self.connect_timeout = t.connect
         self.ttft_timeout = t.ttft
@@ -192,15 +197,11 @@ class Pool:
         tried: set[Slot[Any]],
     ) -> Reply | StreamReply:
         """One upstream attempt; raises a typed error that says whether to try again."""
-        slot = self.balancer.pick(key, tried)
+        slot = self._pick(key, tried)
         if slot is None:
-            raise Overloaded(f"pool {self.name} has no endpoints", reason="no_endpoint")
+            slot = await self._wait_for_room(key, tried)
         tried.add(slot)
         ep = slot.payload
-        if slot.outstanding >= ep.limit.limit:
-            busy = Overloaded("endpoint at its concurrency limit", reason="endpoint_limit")
-            busy.retryable = True  # another endpoint may have room
-            raise busy
         permit = ep.breaker.acquire()
         inflight = slot.outstanding
         start = slot.start()
@@ -209,6 +210,8 @@ class Pool:
 
         def finish(error: BaseException | None, cancelled: bool = False) -> None:
             duration = clock.now() - start
+            if self._waiters:
+                self._wake_one()
             if cancelled:
                 ep.breaker.release(permit)
                 slot.release()
@@ -265,6 +268,50 @@ class Pool:
             raise
         return StreamReply(response, first, slot.name, finish)
 
+    # -- room under the endpoints' concurrency limits ------------------------------------------
+
+    def _pick(self, key: str | None, tried: set[Slot[Any]]) -> Slot[EndpointRuntime] | None:
+        """The balancer's choice if it has room under its adaptive limit, else any candidate
+        with room; ``None`` when every endpoint is at its limit."""
+        slot = self.balancer.pick(key, tried)
+        if slot is None:
+            raise Overloaded(f"pool {self.name} has no endpoints", reason="no_endpoint")
+        if slot.outstanding < slot.payload.limit.limit:
+            return slot
+        for other in self.balancer.candidates:
+            if other not in tried and other.outstanding < other.payload.limit.limit:
+                return other
+        return None
+
+    async def _wait_for_room(self, key: str | None, tried: set[Slot[Any]]) -> Slot[EndpointRuntime]:
+        """Wait (FIFO, bounded by the request's deadline) until an endpoint has room.
+
+        The adaptive limits protect the upstreams; excess requests wait here rather than fail.
+        How many may wait is bounded by the gateway's admission (``admission.max_inflight``),
+        and the request deadline bounds how long."""
+        loop = asyncio.get_running_loop()
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with DeadlineScope(current_context().deadline, clock=self._clock):
+                    await waiter
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            slot = self._pick(key, tried)
+            if slot is not None:
+                return slot
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     def snapshot(self) -> dict[str, Any]:
         endpoints = []
         for slot in self.balancer.endpoints:
@@ -278,7 +325,12 @@ class Pool:
                     "connections": ep.client.snapshot(),
                 }
             )
-        return {"pool": self.name, **self.balancer.snapshot(), "endpoints": endpoints}
+        return {
+            "pool": self.name,
+            **self.balancer.snapshot(),
+            "waiting": len(self._waiters),
+            "endpoints": endpoints,
+        }
 
     async def aclose(self) -> None:
         for slot in self.balancer.endpoints:
