@@ -1,7 +1,8 @@
 """Upstream pools at run time: one attempt against one endpoint, with every per-endpoint guard.
 
 An attempt picks an endpoint (balancer: excluding endpoints this request already tried, as
-Envoy's previous-hosts predicate), checks the endpoint's adaptive concurrency limit and circuit
+Envoy's previous-hosts predicate) with room under its adaptive concurrency limit (waiting, FIFO
+and bounded by the request deadline, when every endpoint is at its limit), checks its circuit
 breaker, sends the request through the endpoint's keep-alive pool with the pool's connect/TTFT/
 stall/total timeouts, and records the outcome everywhere it counts (breaker window, outlier
 detection and latency estimate, adaptive limit). A streamed answer counts as started only once

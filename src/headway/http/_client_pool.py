@@ -173,8 +173,11 @@ class UpstreamPool:
         query). The pool writes ``host`` and ``content-length`` itself; ``headers`` must not
         repeat them, nor hop-by-hop headers (the caller filters what it forwards).
         ``deadline`` is absolute on the pool's clock (default: the request context's).
-        ``first_byte_timeout`` bounds the wait for the response head (``ttft_timeout``);
-        the body's waits are described on :class:`UpstreamResponse`.
+        ``first_byte_timeout`` bounds the wait for the response head (``ttft_timeout``): the
+        time to first token of a non-streamed answer. A streamed answer's head comes at once,
+        so its time to first token is ``first_chunk_timeout``, the wait for the first body
+        chunk (also ``ttft_timeout``; when None, ``stall_timeout`` bounds that wait too).
+        ``stall_timeout`` bounds every later wait for body bytes (``stall_timeout``).
         """
         if self._closed:
             raise UpstreamError("upstream pool is closed", reason="pool_closed", retryable=True)

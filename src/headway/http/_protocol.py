@@ -7,6 +7,8 @@ Guarantees:
   and the body are capped (414, 431, 413), each answered with an OpenAI error and a close.
 - Every wait on the client has a deadline: headers (408 + close), body between reads (408 +
   close), keep-alive idle (silent close), a response the client does not read (abort).
+- ``Expect: 100-continue`` gets ``100 Continue`` once the head is accepted; a body declared
+  over the limit gets its 413 instead, before the client sends it.
 - Streaming writes apply backpressure: above the transport's high-water mark the writer awaits
   ``resume_writing`` instead of buffering more, so a slow reader slows its producer.
 - A client that goes away cancels its running handler; a stream's iterator is closed
@@ -54,6 +56,7 @@ log = logging.getLogger("headway.http")
 _CRLF = b"\r\n"
 _CHUNK_END = b"0\r\n\r\n"
 _CLOSE = b"connection: close\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -294,10 +297,31 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        length = self._headers.get(b"content-length")
+        headers = self._headers
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._limits.max_body_bytes:
             raise _Reject(error_response(413, "request body too large"))
+        expect = headers.get(b"expect")
+        if expect is not None and expect.lower() == b"100-continue":
+            self._continue()
         self._arm(self._limits.body_timeout, _TIMEOUT_408)
+
+    def _continue(self) -> None:
+        """Ask for a body the client holds back until told to send it (RFC 9110 10.1.1).
+
+        Without this, such clients (curl for large bodies, .NET, some Java clients) wait out
+        their own expect timeout, typically 1 s, before sending. A 100 is only written when no
+        earlier answer on this connection is pending, or it would land inside that answer; the
+        client then sends after its timeout, which is always allowed.
+        """
+        transport = self._transport
+        if (
+            transport is not None
+            and self._worker is None
+            and not self._pending
+            and self._parser.get_http_version() == "1.1"
+        ):
+            transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)

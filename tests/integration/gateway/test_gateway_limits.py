@@ -9,6 +9,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from conftest import BASE_CONFIG, Running, make_config
 
 MESSAGES = [{"role": "user", "content": "hi"}]
