@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from headway.config import GatewayConfig
+from headway.config import GatewayConfig, diff_configs
 from headway.core import (
     NO_HOOKS,
     REAL_CLOCK,
@@ -129,6 +129,13 @@ class Gateway:
 
     async def reload(self, config: GatewayConfig) -> None:
         """Swap in ``config`` atomically; requests in flight finish on the old runtime."""
+        restart_only = [c for c in diff_configs(self.config, config) if c.startswith("server.")]
+        if restart_only:
+            # Listening sockets and connection limits belong to the running servers.
+            log.warning(
+                "reload: server settings take effect only after a restart: %s",
+                "; ".join(restart_only),
+            )
         new = await self._build(config)
         old, self.runtime, self.config = self.runtime, new, config
         if old is not None:

@@ -1,4 +1,4 @@
-"""Endpoint concurrency limits queue excess requests instead of failing them."""
+"""Endpoint concurrency limits queue excess requests instead of failing them; reload warnings."""
 
 from __future__ import annotations
 
@@ -69,3 +69,18 @@ async def test_waiting_for_room_is_bounded_by_the_deadline(start_gateway: Any) -
         await slow
     assert caught.value.status_code == 504
     assert 0.25 <= waited < 0.9
+
+
+async def test_reload_warns_that_server_settings_need_a_restart(
+    start_gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    running: Running = await start_gateway()
+    changed = make_config(
+        server={**BASE_CONFIG["server"], "drain_timeout": 7},
+    )
+    with caplog.at_level("WARNING", logger="headway.gateway"):
+        await running.gateway.reload(changed)
+    assert "server.drain_timeout: 5.0 -> 7.0" in caplog.text
+    async with running.client() as client:
+        reply = await client.chat.completions.create(model="sim-small", messages=MESSAGES)
+    assert reply.choices
