@@ -31,12 +31,19 @@ async def client(redis_port: int) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def two_stores(redis_port: int) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
-    # Two clients with their own connection pools: two gateway instances.
-    a = RedisStore(url=f"redis://127.0.0.1:{redis_port}/0")
-    b = RedisStore(url=f"redis://127.0.0.1:{redis_port}/0")
+    # Two clients with their own connection pools: two gateway instances. Generous timeouts and
+    # on_error="deny": on a loaded CI machine a slow connect must not silently fall back to a
+    # local limit (which would admit more), and the tests below also assert no error happened.
+    def store() -> RedisStore:
+        client = Redis(
+            host="127.0.0.1", port=redis_port, socket_timeout=10, socket_connect_timeout=10
+        )
+        return RedisStore(client, on_error="deny")
+
+    a, b = store(), store()
     yield a, b
-    await a.aclose()
-    await b.aclose()
+    await a.client.aclose()
+    await b.client.aclose()
 
 
 @pytest.mark.redis
@@ -81,6 +88,7 @@ async def test_two_instances_share_one_limit(
     assert len(retry_afters) == 20
     assert all(r is not None and 0 < r <= 100.0 for r in retry_afters)
     assert limit_a.accepted + limit_b.accepted == 10
+    assert a.errors == b.errors == 0
 
 
 @pytest.mark.redis
@@ -91,6 +99,7 @@ async def test_script_is_atomic_under_concurrent_callers(
     decisions = await asyncio.gather(
         *(store.acquire("hot", 100.0, 2500.0, 1.0) for _ in range(100) for store in (a, b))
     )
+    assert a.errors == b.errors == 0
     assert sum(d.allowed for d in decisions) == 25
 
 
