@@ -25,8 +25,11 @@ from ._endpoint import Endpoint
 from ._strategy import TwoChoices, without
 
 
-class LeastOutstandingP2C:
-    """Of two weighted random endpoints, the one with fewer requests in flight per weight."""
+class _TwoChoiceStrategy:
+    """Power of two choices: draw two distinct endpoints by weight, keep the better one.
+
+    Subclasses say what "better" means (:meth:`_better`); the drawing, the exclusion of already
+    tried endpoints and the small-pool cases are shared."""
 
     __slots__ = ("_choices", "_scratch")
 
@@ -52,41 +55,28 @@ class LeastOutstandingP2C:
         if len(endpoints) < 2:
             return endpoints[0] if endpoints else None
         i, j = choices.draw(endpoints)
-        a = endpoints[i]
-        b = endpoints[j]
+        return self._better(endpoints[i], endpoints[j])
+
+    def _better(self, a: Endpoint[Any], b: Endpoint[Any]) -> Endpoint[Any]:
+        raise NotImplementedError
+
+
+class LeastOutstandingP2C(_TwoChoiceStrategy):
+    """Of two weighted random endpoints, the one with fewer requests in flight per weight."""
+
+    __slots__ = ()
+
+    def _better(self, a: Endpoint[Any], b: Endpoint[Any]) -> Endpoint[Any]:
         # a.outstanding / a.weight <= b.outstanding / b.weight, without dividing.
         return a if a.outstanding * b.weight <= b.outstanding * a.weight else b
 
 
-class PeakEwma:
+class PeakEwma(_TwoChoiceStrategy):
     """Of two weighted random endpoints, the one with the lower expected latency cost."""
 
-    __slots__ = ("_choices", "_scratch")
+    __slots__ = ()
 
-    def __init__(self, *, rng: random.Random | None = None) -> None:
-        rng = rng if rng is not None else random.Random()
-        self._choices = TwoChoices(rng)
-        # For the lists without the excluded endpoints: keeps the main cache warm.
-        self._scratch = TwoChoices(rng)
-
-    def pick(
-        self,
-        endpoints: Sequence[Endpoint[Any]],
-        key: str | None = None,
-        exclude: Collection[Endpoint[Any]] | None = None,
-    ) -> Endpoint[Any] | None:
-        if exclude:
-            return self._pick_from(without(endpoints, exclude), self._scratch)
-        return self._pick_from(endpoints, self._choices)
-
-    def _pick_from(
-        self, endpoints: Sequence[Endpoint[Any]], choices: TwoChoices
-    ) -> Endpoint[Any] | None:
-        if len(endpoints) < 2:
-            return endpoints[0] if endpoints else None
-        i, j = choices.draw(endpoints)
-        a = endpoints[i]
-        b = endpoints[j]
+    def _better(self, a: Endpoint[Any], b: Endpoint[Any]) -> Endpoint[Any]:
         now = a.clock.now()
         cost_a = a.ewma_at(now) * (a.outstanding + 1) / a.weight
         cost_b = b.ewma_at(now) * (b.outstanding + 1) / b.weight
