@@ -45,6 +45,7 @@ from headway.store import LimitStore, MemoryStore, RedisStore
 
 from ._errors import MethodNotAllowed, ModelNotFound, NotFound, error_response_for, http_error
 from ._openai import extract_usage, parse_body
+from ._openapi import DOCUMENT_JSON
 from ._routes import ProxyCall
 from ._runtime import Runtime
 from ._tenants import Admission
@@ -180,6 +181,8 @@ class Gateway:
                 return _json(200, {"status": "ok"})
             if path == "/readyz":
                 return self._ready(runtime)
+            if path == "/openapi.json":
+                return Response(200, DOCUMENT_JSON, content_type=_JSON)
             raise NotFound(f"unknown path {path}")
         except Exception as error:
             return error_response_for(error)
