@@ -54,7 +54,11 @@ class Runtime:
                 return sim_urls[url[6:]]
             return url
 
-        self.pools = {p.name: Pool(p, resolve, clock=clock, hooks=hooks) for p in config.pools}
+        buffer = config.server.limits.stream_buffer_bytes
+        self.pools = {
+            p.name: Pool(p, resolve, stream_buffer_bytes=buffer, clock=clock, hooks=hooks)
+            for p in config.pools
+        }
         self.routes: dict[str, ModelRoute] = {}
         for model in config.models:
             self.routes[model.name] = ModelRoute(

@@ -52,6 +52,7 @@ from .balance import (
 Header = tuple[bytes, bytes]
 
 _JSON = b"application/json"
+UPSTREAM_IDLE_TIMEOUT = 4.0
 
 
 @dataclass(slots=True)
@@ -138,6 +139,7 @@ class Pool:
         config: PoolConfig,
         resolve: Callable[[str], str],
         *,
+        stream_buffer_bytes: int = 64 * 1024,
         clock: Clock = REAL_CLOCK,
         hooks: Hooks = NO_HOOKS,
     ) -> None:
@@ -175,6 +177,12 @@ class Pool:
                 url,
                 max_connections=endpoint.max_connections,
                 connect_timeout=t.connect,
+                # Close idle connections before the upstream does: uvicorn (vLLM, SGLang and
+                # most Python model servers) closes keep-alive connections after 5 s idle.
+                idle_timeout=UPSTREAM_IDLE_TIMEOUT,
+                # A slow stream reader pauses the upstream read at the same bound as the
+                # client-side write buffer (server.limits.stream_buffer_bytes).
+                max_buffered_bytes=stream_buffer_bytes,
                 clock=clock,
                 hooks=hooks,
                 name=f"{config.name}/{name}",
