@@ -2,8 +2,8 @@
 
 For each configured model the route reads, in the order a request meets it::
 
-    Cache (opt-in, deterministic non-streamed requests only)
-    Fallback   -> the next fallback model's route, when this one is shed, open or failing
+    Fallback   -> the fallback models in order, when this one is shed, open or failing
+    Cache      (opt-in, deterministic non-streamed requests only, per tenant)
     Retry      -> another endpoint, before the first byte only, within the retry budget
     Hedge      (opt-in, non-streamed only) a second attempt after a delay
     attempt    -> Pool.attempt: balancer, breaker, adaptive limit, timeouts
@@ -28,6 +28,7 @@ from headway.core import (
     Service,
     Stack,
     UpstreamError,
+    current_context,
 )
 from headway.guard import (
     Cache,
@@ -135,11 +136,9 @@ class ModelRoute:
             )
         self._stream_primary = retry.wrap(self._stream_attempt)
         self._unary_primary = Stack(*unary).wrap(self._unary_attempt)
+        # The cache sits inside the fallback: it only ever holds this model's own answers, so a
+        # degraded answer from a fallback model is never served after this model recovers.
         service: Service[ProxyCall, Reply | StreamReply] = self.serve_primary
-        if config.fallbacks:
-            service = Fallback(self._fall_back, clock=clock, hooks=hooks, name=config.name).wrap(
-                service
-            )
         self.cache: Cache | None = None
         if config.cache.enabled:
             self.cache = Cache(
@@ -152,6 +151,10 @@ class ModelRoute:
                 name=config.name,
             )
             service = self.cache.wrap(service)
+        if config.fallbacks:
+            service = Fallback(self._fall_back, clock=clock, hooks=hooks, name=config.name).wrap(
+                service
+            )
         self.service = service
 
     async def __call__(self, call: ProxyCall) -> Reply | StreamReply:
@@ -202,7 +205,10 @@ class ModelRoute:
 
 
 def _cache_key(call: ProxyCall) -> Hashable | None:
+    """Exact match on the body, per tenant: sharing answers across tenants would let one tenant
+    learn from an instant reply that another recently sent the same prompt (the prompt-cache
+    timing side channel), which is why providers scope prompt caches per organization."""
     parsed = call.parsed
     if parsed.stream or not is_deterministic(parsed):
         return None
-    return (parsed.endpoint, call.upstream_model, parsed.raw)
+    return (current_context().tenant, parsed.endpoint, parsed.model, parsed.raw)
