@@ -242,17 +242,31 @@ class Gateway:
         try:
             await runtime.admission.__aenter__()
             admitted = True
-            estimate = runtime.tenant_guards.estimate_tokens(
+            guards = runtime.tenant_guards
+            estimate = guards.estimate_tokens(
                 parsed.estimated_prompt_tokens, parsed.max_tokens, parsed.n
             )
-            admission = await runtime.tenant_guards.admit(tenant, estimate)
+            # In-process store: admit and settle as plain calls (no coroutine frames); the
+            # checks are the same ones ``admit``/``settle`` run (they delegate to these).
+            sync = guards.sync
+            if sync:
+                admission = guards.admit_nowait(tenant, estimate)
+            else:
+                admission = await guards.admit(tenant, estimate)
             headers = [(h, v) for h in _FORWARD if (v := request.headers.get(h)) is not None]
             headers.append((b"content-type", _JSON))
             call = ProxyCall(parsed, headers)
-            reply = await runtime.routes[parsed.model](call)
+            # ``route.service`` is what ``route(call)`` awaits; calling it directly saves a frame.
+            reply = await route.service(call)
             if isinstance(reply, Reply):
-                usage = extract_usage(reply.body)
-                await admission.settle(usage.total_tokens if usage else None)
+                total: int | None = None
+                if admission.counts_tokens:  # usage only corrects a TPM charge: else unparsed
+                    usage = extract_usage(reply.body)
+                    total = usage.total_tokens if usage else None
+                if sync:
+                    admission.settle_nowait(total)
+                else:
+                    await admission.settle(total)
                 return Response(reply.status, reply.body, content_type=reply.content_type)
             streaming = True
             return StreamingResponse(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -29,6 +30,22 @@ log = logging.getLogger("headway.serve")
 
 # How often the config file's modification time is checked for hot reload.
 WATCH_INTERVAL = 1.0
+# After a reload, how long past the drain timeout to wait before re-freezing the heap: the old
+# runtime's retirement (drain, then closing its pools, which waits up to 1 s) is over by then.
+REFREEZE_MARGIN = 5.0
+
+
+def _freeze_heap() -> None:
+    """Move everything alive now (modules, config, runtime) out of the cyclic GC's reach.
+
+    Profiling under load showed ~10% of the worker's CPU in the cyclic collector, mostly full
+    (generation 2) collections re-walking the ~50k long-lived objects built at startup, which
+    are never garbage. ``gc.freeze`` parks them in a permanent generation, so collections only
+    walk what requests allocate. Objects are still freed by reference counting as usual; only
+    cycles among frozen objects wait for the next :func:`gc.unfreeze` (see ``_reload_loop``).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -79,6 +96,7 @@ async def _worker(path: str | None, config: GatewayConfig, *, watch: bool, reuse
         print(f"headway: cannot listen: {error}", file=sys.stderr, flush=True)
         await gateway.stop(0)
         return 1
+    _freeze_heap()
     api, admin = config.server.listen, config.server.admin_listen
     log.info("headway gateway listening on http://%s/v1 (admin http://%s)", api, admin)
     print(f"headway: serving on http://{api}/v1 (admin http://{admin})", flush=True)
@@ -124,20 +142,38 @@ async def _reload_loop(gateway: object, path: str | None, reload_requested: asyn
     from ._app import Gateway
 
     assert isinstance(gateway, Gateway)
-    while True:
-        await reload_requested.wait()
-        reload_requested.clear()
-        try:
-            config = load_config(path)
-        except (ConfigError, OSError) as error:
-            log.error("reload rejected, still serving the previous config:\n%s", error)
-            continue
-        try:
-            await gateway.reload(config)
-        except Exception:  # a bad reload must never take the data path down
-            log.exception("reload failed, still serving the previous config")
-        else:
-            log.info("config reloaded")
+    refreeze: asyncio.Task[None] | None = None
+    try:
+        while True:
+            await reload_requested.wait()
+            reload_requested.clear()
+            try:
+                config = load_config(path)
+            except (ConfigError, OSError) as error:
+                log.error("reload rejected, still serving the previous config:\n%s", error)
+                continue
+            try:
+                await gateway.reload(config)
+            except Exception:  # a bad reload must never take the data path down
+                log.exception("reload failed, still serving the previous config")
+            else:
+                log.info("config reloaded")
+                # The retiring runtime was frozen at startup (or at the last re-freeze): thaw
+                # the heap so its reference cycles can be collected once it is retired, then
+                # freeze again after the retirement (a newer reload restarts the wait).
+                gc.unfreeze()
+                if refreeze is not None:
+                    refreeze.cancel()
+                delay = config.server.drain_timeout + REFREEZE_MARGIN
+                refreeze = asyncio.create_task(_refreeze_after(delay))
+    finally:
+        if refreeze is not None:
+            refreeze.cancel()
+
+
+async def _refreeze_after(delay: float) -> None:
+    await asyncio.sleep(delay)
+    _freeze_heap()
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:

@@ -243,16 +243,34 @@ class Admission:
     async def settle(self, total_tokens: int | None) -> None:
         """The request finished: free its concurrency slot and correct the token charge by
         ``total_tokens - estimate`` (``None``: usage unknown, the estimate stands)."""
+        delta = self._close(total_tokens)
+        if delta:
+            await self._state.tpm.adjust(self._state.name, delta)  # type: ignore[union-attr]
+
+    def settle_nowait(self, total_tokens: int | None) -> None:
+        """:meth:`settle` as a plain call (no coroutine frame on the hot path); only for
+        admissions from a :class:`TenantGuards` whose ``sync`` is True."""
+        delta = self._close(total_tokens)
+        if delta:
+            self._state.tpm.adjust_nowait(self._state.name, delta)  # type: ignore[union-attr]
+
+    def _close(self, total_tokens: int | None) -> float:
+        """Mark settled and free the slot (before any await, so cancellation cannot leak it);
+        the token correction still to apply, 0 when there is none."""
         if self.done:
-            return
+            return 0.0
         self.done = True
         state = self._state
-        state.inflight -= 1  # before any await, so cancellation cannot leak the slot
-        tpm = state.tpm
-        if tpm is not None and total_tokens is not None:
-            delta = total_tokens - self.estimated_tokens
-            if delta:
-                await tpm.adjust(state.name, float(delta))
+        state.inflight -= 1
+        if state.tpm is None or total_tokens is None:
+            return 0.0
+        return float(total_tokens - self.estimated_tokens)
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether :meth:`settle`'s ``total_tokens`` matters (the tenant has a TPM quota); when
+        not, callers may skip finding the usage in the response."""
+        return self._state.tpm is not None
 
     async def release(self) -> None:
         """The request failed without producing tokens (upstream error before any output):
@@ -311,6 +329,12 @@ class TenantGuards:
         self._states: dict[str, _TenantState] = {}
         for tenant in tenants:
             self._state(tenant)
+
+    @property
+    def sync(self) -> bool:
+        """The store is in-process: :meth:`admit_nowait` and :meth:`Admission.settle_nowait`
+        work, sparing the request path their coroutine frames."""
+        return self._sync
 
     def _state(self, tenant: Tenant) -> _TenantState:
         state = self._states.get(tenant.name)

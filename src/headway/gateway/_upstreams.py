@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -214,26 +215,7 @@ class Pool:
         permit = ep.breaker.acquire()
         inflight = slot.outstanding
         start = slot.start()
-        clock = self._clock
         deadline = min(current_context().deadline, start + self.total_timeout)
-
-        def finish(error: BaseException | None, cancelled: bool = False) -> None:
-            duration = clock.now() - start
-            if self._waiters:
-                self._wake_one()
-            if cancelled:
-                ep.breaker.release(permit)
-                slot.release()
-                return
-            if error is None:
-                ep.breaker.on_success(permit, duration)
-                slot.finish(start, duration, ok=True)
-                ep.limit.on_sample(start, duration, inflight, False)
-                return
-            ep.breaker.on_error(permit, error, duration)
-            slot.finish(start, duration, ok=False, error_kind=getattr(error, "reason", None))
-            ep.limit.on_sample(start, duration, inflight, is_overload_signal(error))
-
         response: UpstreamResponse | None = None
         try:
             response = await ep.client.request(
@@ -259,23 +241,55 @@ class Pool:
             if not stream or status != 200:
                 data = await response.read()
                 # A 4xx is the client's doing, not the endpoint's: it counts as a success.
-                finish(None)
+                self._finish(slot, permit, start, inflight, None, False)
                 return Reply(status, data, response.header(b"content-type") or _JSON, slot.name)
             first = await response.__anext__()
         except StopAsyncIteration:
-            finish(None)
+            self._finish(slot, permit, start, inflight, None, False)
             assert response is not None
             await response.aclose()
             return Reply(200, b"", b"text/event-stream", slot.name)
         except BaseException as error:
             if isinstance(error, Exception):
-                finish(error)
+                self._finish(slot, permit, start, inflight, error, False)
             else:
-                finish(None, cancelled=True)
+                self._finish(slot, permit, start, inflight, None, True)
             if response is not None:
                 await response.aclose()
             raise
+        # Only a stream needs its outcome recorded later, so only it pays for a partial.
+        finish = functools.partial(self._finish, slot, permit, start, inflight)
         return StreamReply(response, first, slot.name, finish)
+
+    def _finish(
+        self,
+        slot: Slot[EndpointRuntime],
+        permit: int,
+        start: float,
+        inflight: int,
+        error: BaseException | None,
+        cancelled: bool,
+    ) -> None:
+        """Record one attempt's outcome with the breaker, the balancer and the adaptive limit.
+
+        A method taking the attempt's state, not a per-attempt closure: the unary path (most
+        requests) then allocates no function and cell objects for it."""
+        ep = slot.payload
+        duration = self._clock.now() - start
+        if self._waiters:
+            self._wake_one()
+        if cancelled:
+            ep.breaker.release(permit)
+            slot.release()
+            return
+        if error is None:
+            ep.breaker.on_success(permit, duration)
+            slot.finish(start, duration, ok=True)
+            ep.limit.on_sample(start, duration, inflight, False)
+            return
+        ep.breaker.on_error(permit, error, duration)
+        slot.finish(start, duration, ok=False, error_kind=getattr(error, "reason", None))
+        ep.limit.on_sample(start, duration, inflight, is_overload_signal(error))
 
     # -- room under the endpoints' concurrency limits ------------------------------------------
 

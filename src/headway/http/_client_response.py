@@ -43,6 +43,7 @@ class UpstreamResponse:
         "_deadline",
         "_first_timeout",
         "_index",
+        "_looked_up",
         "_owner",
         "_stall_timeout",
         "headers",
@@ -65,18 +66,31 @@ class UpstreamResponse:
         self._first_timeout = first_chunk_timeout
         self._stall_timeout = stall_timeout
         self._index: dict[bytes, bytes] | None = None
+        self._looked_up = False
 
     def header(self, name: bytes | str) -> bytes | None:
         """A header's value by case-insensitive name, or None."""
+        if isinstance(name, str):
+            name = name.encode("latin-1")
+        name = name.lower()
         index = self._index
-        if index is None:
+        if index is not None:
+            return index.get(name)
+        if self._looked_up:
             index = self._index = {}
             for key, value in self.headers:
                 previous = index.get(key)
                 index[key] = value if previous is None else previous + b", " + value
-        if isinstance(name, str):
-            name = name.encode("latin-1")
-        return index.get(name.lower())
+            return index.get(name)
+        # The first lookup scans the (short) list instead of building the index: most
+        # responses are asked for one header (content-type) only, and the gateway's profile
+        # showed the per-response dict build. Same answer: repeated fields joined in order.
+        self._looked_up = True
+        found: bytes | None = None
+        for key, value in self.headers:
+            if key == name:
+                found = value if found is None else found + b", " + value
+        return found
 
     @property
     def complete(self) -> bool:
