@@ -1,0 +1,175 @@
+"""DDSketch: exact bucket behaviour, merging, and the relative-accuracy guarantee."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headway.core import ManualClock
+from headway.observe import DDSketch, SlidingSketch
+
+ALPHA = 0.01
+
+
+def true_quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[math.floor(q * (len(ordered) - 1))]
+
+
+def test_empty_sketch_is_nan() -> None:
+    sketch = DDSketch()
+    assert math.isnan(sketch.quantile(0.5))
+    assert sketch.count == 0
+
+
+def test_single_value_is_exact_thanks_to_min_max_clamp() -> None:
+    sketch = DDSketch()
+    sketch.add(0.123)
+    assert sketch.quantiles((0.0, 0.5, 1.0)) == [0.123, 0.123, 0.123]
+
+
+def test_zero_and_negative_values_count_as_zero() -> None:
+    sketch = DDSketch()
+    for v in (0.0, -1.0, 0.0, 5.0):
+        sketch.add(v)
+    assert sketch.count == 4
+    assert sketch.zeros == 3
+    assert sketch.quantile(0.5) == 0.0
+    assert sketch.quantile(1.0) == 5.0
+    assert sketch.min == 0.0
+
+
+def test_bucket_representative_is_within_alpha() -> None:
+    sketch = DDSketch(ALPHA)
+    for v in (1.0, 2.0, 3.0, 4.0, 100.0):
+        sketch.add(v)
+    # the median (rank 2 of 0..4) is 3.0, reported by its bucket's representative
+    estimate = sketch.quantile(0.5)
+    assert estimate != 3.0
+    assert abs(estimate - 3.0) <= ALPHA * 3.0
+
+
+def test_add_with_count_equals_repeated_adds() -> None:
+    a, b = DDSketch(), DDSketch()
+    a.add(0.5, 10)
+    for _ in range(10):
+        b.add(0.5)
+    assert a.count == b.count == 10
+    assert a.sum == pytest.approx(5.0)
+    assert a.quantiles((0.1, 0.9)) == b.quantiles((0.1, 0.9))
+
+
+def test_merge_with_different_alpha_is_refused() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        DDSketch(0.01).merge(DDSketch(0.02))
+
+
+def test_collapse_keeps_high_quantiles_accurate() -> None:
+    sketch = DDSketch(ALPHA, max_buckets=10)
+    values = [1.5**i for i in range(40)]
+    for v in values:
+        sketch.add(v)
+    assert len(sketch._bins) == 10
+    assert sketch.count == 40
+    top = true_quantile(values, 0.99)
+    assert abs(sketch.quantile(0.99) - top) <= ALPHA * top
+
+
+def test_invalid_parameters() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        DDSketch(0.0)
+    with pytest.raises(ValueError, match="quantile"):
+        DDSketch().quantile(1.5)
+
+
+values_strategy = st.lists(
+    st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=1e4)), min_size=1, max_size=300
+)
+quantiles_strategy = st.sampled_from([0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=values_strategy, q=quantiles_strategy)
+def test_quantile_within_relative_accuracy(values: list[float], q: float) -> None:
+    sketch = DDSketch(ALPHA)
+    for v in values:
+        sketch.add(v)
+    truth = true_quantile(values, q)
+    assert abs(sketch.quantile(q) - truth) <= ALPHA * truth * (1 + 1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(left=values_strategy, right=values_strategy, q=quantiles_strategy)
+def test_merge_equals_sketch_of_concatenation(
+    left: list[float], right: list[float], q: float
+) -> None:
+    a, b, whole = DDSketch(ALPHA), DDSketch(ALPHA), DDSketch(ALPHA)
+    for v in left:
+        a.add(v)
+        whole.add(v)
+    for v in right:
+        b.add(v)
+        whole.add(v)
+    a.merge(b)
+    assert a.count == whole.count
+    assert a.quantile(q) == whole.quantile(q)
+    truth = true_quantile(left + right, q)
+    assert abs(a.quantile(q) - truth) <= ALPHA * truth * (1 + 1e-9)
+
+
+# -- sliding window ------------------------------------------------------------------------------
+
+
+def test_sliding_window_forgets_whole_slices(clock: ManualClock) -> None:
+    window = SlidingSketch(60.0, 6, clock=clock)  # slices of 10 s; clock starts at 1000.0
+    window.add(1.0)  # slice 100
+    clock.step(10.0)
+    window.add(2.0)  # slice 101
+    assert window.count == 2
+    clock.step(49.999)  # t = 1059.999, slice 105: slice 100 still live
+    assert window.count == 2
+    clock.step(0.001)  # t = 1060.0, slice 106: slice 100 has left the window
+    assert window.count == 1
+    assert window.quantiles((0.5,)) == [2.0]
+    clock.step(10.0)
+    assert window.count == 0
+    assert math.isnan(window.quantiles((0.5,))[0])
+
+
+def test_sliding_window_reuses_a_slot_after_a_full_turn(clock: ManualClock) -> None:
+    window = SlidingSketch(60.0, 6, clock=clock)
+    window.add(1.0)
+    clock.step(60.0)  # the same ring position, one turn later
+    window.add(3.0)
+    window.add(3.0)
+    assert window.count == 2
+    assert window.quantiles((0.0, 1.0)) == [3.0, 3.0]
+
+
+def test_sliding_window_after_a_long_idle_gap(clock: ManualClock) -> None:
+    window = SlidingSketch(10.0, 5, clock=clock)
+    for i in range(10):
+        window.add(float(i + 1))
+        clock.step(1.0)
+    clock.step(3600.0)
+    assert window.count == 0
+    window.add(7.0)
+    assert window.quantiles((0.5,)) == [7.0]
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.floats(min_value=1e-3, max_value=120.0), min_size=1, max_size=200))
+def test_sliding_window_quantiles_match_a_plain_sketch(values: list[float]) -> None:
+    clock = ManualClock()
+    window = SlidingSketch(60.0, 6, clock=clock)
+    for i, v in enumerate(values):
+        window.add(v)
+        if i % 20 == 19:
+            clock.step(1.0)  # stays within the window
+    for q in (0.5, 0.99, 0.999):
+        truth = true_quantile(values, q)
+        [estimate] = window.quantiles((q,))
+        assert abs(estimate - truth) <= ALPHA * truth * (1 + 1e-9)
