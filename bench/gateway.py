@@ -6,7 +6,13 @@ request and ``Authorization: Bearer sk-bench``). The proxy under test is pinned 
 ``taskset -c 0``; ``wrk`` and the upstream share core 1. For each contender:
 
 - non-streaming throughput at saturation (``--connections``, default 50) after a warm-up;
-- latency at concurrency 1 (``wrk -c1``): p50 and p99, and p50 added over going direct;
+- latency at concurrency 1 (``wrk -c1``): p50 and p99, and p50 added over going direct. For this
+  run only the proxy is moved onto core 1 too, so proxy, upstream and ``wrk`` share ONE core. At
+  concurrency 1 the three only take turns (one request in flight), so sharing a core costs none
+  of them throughput, while splitting them across cores makes every hop a cross-core wakeup
+  (an IPI, ~75-100 us on a VM) that lands on any proxy: nginx itself shows ~110 us added p50
+  split across cores and ~27 us on one core. Saturation runs keep the split, where the proxy
+  needs its own core;
 - streaming throughput at saturation: responses/s, and chunks/s = responses/s x the number of
   ``data:`` chunks the contender actually relayed in one checked response.
 
@@ -203,6 +209,31 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
     )
+
+
+def _session_threads(leader: int) -> list[int]:
+    """Every thread of every process in the session ``leader`` started (nginx workers, children)."""
+    tids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Field 6 of /proc/PID/stat is the session id; split after the ")" ending the name.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) != leader:
+                continue
+            tids.extend(int(t.name) for t in (entry / "task").iterdir())
+        except (OSError, ValueError, IndexError):
+            continue  # the process exited while we looked
+    return tids
+
+
+def pin(servers: list[Server], cpu: str) -> None:
+    """Move running servers (all their processes and threads) onto ``cpu``."""
+    for server in servers:
+        for tid in _session_threads(server.proc.pid):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, {int(cpu)})
 
 
 def start_nginx(name: str, conf: str, cpu: str, workdir: Path) -> Server:
@@ -557,7 +588,10 @@ def measure(
         check_plain(running)
         wrk(running.plain, min(conns, 10), warmup, workdir)
         row.plain = wrk(running.plain, conns, seconds, workdir)
+        # c=1 latency on ONE core (see the module docstring): no cross-core wakeup per hop.
+        pin(running.servers, LOAD_CPU)
         row.latency = wrk(running.plain, 1, seconds, workdir)
+        pin(running.servers, PROXY_CPU)
         try:
             row.chunks = check_stream(running)
         except Unavailable as exc:  # a peer whose streaming is broken still gets its other numbers
@@ -714,8 +748,9 @@ def main(argv: list[str] | None = None) -> int:
             f"Machine: {machine()}.",
             f"Peers: {versions()}.",
             f"Load: wrk -t1, {args.connections} connections at saturation and 1 for latency, "
-            f"{seconds:g} s each after a {warmup:g} s warm-up; proxy on core {PROXY_CPU}, "
-            f"wrk and upstream on core {LOAD_CPU}; stream = {CHUNKS} chunks + [DONE].",
+            f"{seconds:g} s each after a {warmup:g} s warm-up; at saturation proxy on core "
+            f"{PROXY_CPU}, wrk and upstream on core {LOAD_CPU}; at c=1 proxy, wrk and upstream "
+            f"all on core {LOAD_CPU} (no cross-core wakeups); stream = {CHUNKS} chunks + [DONE].",
             f"Command: .venv/bin/python bench/gateway.py{' --quick' if args.quick else ''}",
         ]
     )

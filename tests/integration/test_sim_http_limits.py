@@ -189,6 +189,42 @@ async def test_slowloris_header_timeout_is_408_and_close() -> None:
         assert server.snapshot()["timeouts"] == 1
 
 
+async def test_between_keep_alive_requests_errors_are_still_answered() -> None:
+    # The connection's worker stays parked between requests; a timeout or a malformed request
+    # after a first answer must still get its 408/400, exactly as on a fresh connection.
+    async with serving(header_timeout=0.2) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert (await read_response(reader))[0] == 200
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n")  # the second head never finishes
+        status, headers, _ = await read_response(reader)
+        assert (status, headers[b"connection"]) == (408, b"close")
+        assert await closed_by_server(reader)
+
+        reader, writer = await connect(server)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert (await read_response(reader))[0] == 200
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        assert (await read_response(reader))[0] == 400
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_stop_closes_idle_keep_alive_connections_and_their_workers() -> None:
+    before = len(asyncio.all_tasks())
+    server = HttpServer(echo, Limits())
+    await server.start()
+    clients = [await connect(server) for _ in range(3)]
+    for reader, writer in clients:
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert (await read_response(reader))[0] == 200
+    await server.stop(grace=5.0)  # idle connections close at once, without waiting the grace
+    for reader, writer in clients:
+        assert await closed_by_server(reader)
+        writer.close()
+    assert len(asyncio.all_tasks()) == before  # no parked worker outlives its connection
+
+
 async def test_idle_keep_alive_connection_is_closed_silently() -> None:
     async with serving(keepalive_timeout=0.1) as server:
         reader, writer = await connect(server)

@@ -14,7 +14,7 @@ never act after the first byte reached the client (ARCHITECTURE "Streams").
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Awaitable, Hashable, Mapping
 from typing import Any
 
 from headway.config import ModelConfig
@@ -161,15 +161,19 @@ class ModelRoute:
         """Serve ``call`` on this model, falling back to the configured models in order."""
         return await self.service(call)
 
-    async def serve_primary(self, call: ProxyCall) -> Reply | StreamReply:
-        """Serve ``call`` on this model's own pool only (retries and hedges, no fallback)."""
+    def serve_primary(self, call: ProxyCall) -> Awaitable[Reply | StreamReply]:
+        """Serve ``call`` on this model's own pool only (retries and hedges, no fallback).
+
+        A plain function returning the guarded stack's awaitable, not a coroutine: every
+        caller awaits it at once, and one coroutine frame fewer is one ``send`` fewer each
+        time the request resumes (it sits on every proxied request's path)."""
         call.tried = set()
         if call.upstream_model != self.upstream_model:
             call.upstream_model = self.upstream_model
             call.route_body = rewrite_model(call.parsed, self.upstream_model)
         if call.parsed.stream:
-            return await self._stream_primary(call)
-        return await self._unary_primary(call)
+            return self._stream_primary(call)
+        return self._unary_primary(call)
 
     async def _fall_back(self, call: ProxyCall) -> Reply | StreamReply:
         """Try each fallback model in order; the last one's error is the answer."""
@@ -183,8 +187,10 @@ class ModelRoute:
         assert last is not None
         raise last
 
-    async def _unary_attempt(self, call: ProxyCall) -> Reply | StreamReply:
-        return await self.pool.attempt(
+    # The attempts return ``Pool.attempt``'s coroutine instead of awaiting it, for the same
+    # reason as ``serve_primary``: the retry layer awaits it inside its own ``try``.
+    def _unary_attempt(self, call: ProxyCall) -> Awaitable[Reply | StreamReply]:
+        return self.pool.attempt(
             _PATHS[call.parsed.endpoint],
             call.headers,
             call.route_body,
@@ -193,8 +199,8 @@ class ModelRoute:
             tried=call.tried,
         )
 
-    async def _stream_attempt(self, call: ProxyCall) -> Reply | StreamReply:
-        return await self.pool.attempt(
+    def _stream_attempt(self, call: ProxyCall) -> Awaitable[Reply | StreamReply]:
+        return self.pool.attempt(
             _PATHS[call.parsed.endpoint],
             call.headers,
             call.route_body,

@@ -78,6 +78,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_body_size",
+        "_busy",
         "_closed",
         "_deadline",
         "_drain_waiter",
@@ -98,6 +99,7 @@ class HttpProtocol(asyncio.Protocol):
         "_timer_at",
         "_transport",
         "_url",
+        "_wakeup",
         "_worker",
         "_write_paused",
     )
@@ -117,7 +119,13 @@ class HttpProtocol(asyncio.Protocol):
         self._in_message = False
         self._head_seen = 0
         self._pending: deque[Request | Response] = deque()
+        # One worker task per connection, kept across keep-alive requests: between requests it
+        # parks on ``_wakeup`` instead of exiting, so a request costs a future, not a new task
+        # (a task is also registered in and removed from asyncio's all-tasks WeakSet). ``_busy``
+        # says whether it is answering: the "between requests" checks read it, not ``_worker``.
         self._worker: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._busy = False
         self._closed = False
         self._rejected = False
         self._read_paused = False
@@ -179,7 +187,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def close_if_idle(self) -> bool:
         """Close now if between requests (server shutdown); True if closed."""
-        if self._worker is None and not self._in_message and not self._closed:
+        if not self._busy and not self._in_message and not self._closed:
             self._close()
             return True
         return False
@@ -229,7 +237,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._deadline = 0.0
         self._state.timeouts += 1
-        if self._timeout_action == _TIMEOUT_408 and self._worker is None:
+        if self._timeout_action == _TIMEOUT_408 and not self._busy:
             self._write_final(error_response(408, "timed out reading the request"))
         self._close()
 
@@ -263,8 +271,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.pause_reading()
         self._pending.append(response)
-        if self._worker is None:
-            self._worker = self._loop.create_task(self._work())
+        if not self._busy:
+            self._start_work()
 
     # httptools callbacks
 
@@ -317,7 +325,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if (
             transport is not None
-            and self._worker is None
+            and not self._busy
             and not self._pending
             and self._parser.get_http_version() == "1.1"
         ):
@@ -356,8 +364,8 @@ class HttpProtocol(asyncio.Protocol):
         self._state.requests += 1
         pending = self._pending
         pending.append(request)
-        if self._worker is None:
-            self._worker = self._loop.create_task(self._work())
+        if not self._busy:
+            self._start_work()
         elif len(pending) >= self._limits.max_pipelined and not self._read_paused:
             self._read_paused = True
             if self._transport is not None:
@@ -365,30 +373,51 @@ class HttpProtocol(asyncio.Protocol):
 
     # ---- answering ------------------------------------------------------------------------
 
+    def _start_work(self) -> None:
+        """Have the worker answer ``_pending``: wake it if parked, else start it."""
+        self._busy = True
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set_result(None)
+        else:
+            self._worker = self._loop.create_task(self._work())
+
     async def _work(self) -> None:
         pending = self._pending
         try:
-            while pending and not self._closed:
-                item = pending.popleft()
-                if self._read_paused and len(pending) < self._limits.max_pipelined:
-                    self._read_paused = False
-                    if self._transport is not None and not self._rejected:
-                        self._transport.resume_reading()
-                if type(item) is Response:
-                    self._write_final(item)
-                    self._close()
+            while True:
+                while pending and not self._closed:
+                    item = pending.popleft()
+                    if self._read_paused and len(pending) < self._limits.max_pipelined:
+                        self._read_paused = False
+                        if self._transport is not None and not self._rejected:
+                            self._transport.resume_reading()
+                    if type(item) is Response:
+                        self._write_final(item)
+                        self._close()
+                        return
+                    assert isinstance(item, Request)
+                    if not await self._answer(item):
+                        self._close()
+                        return
+                self._busy = False
+                if self._closed:
                     return
-                assert isinstance(item, Request)
-                if not await self._answer(item):
-                    self._close()
-                    return
+                if not self._in_message:
+                    if self._state.draining:
+                        self._close()
+                        return
+                    self._arm(self._limits.keepalive_timeout, _TIMEOUT_SILENT)
+                # Park until the next request (``_start_work``); closing the connection
+                # cancels this wait (``connection_lost``).
+                wakeup = self._loop.create_future()
+                self._wakeup = wakeup
+                await wakeup
         finally:
+            self._busy = False
+            self._wakeup = None
             self._worker = None
-        if not self._closed and not self._in_message:
-            if self._state.draining:
-                self._close()
-            else:
-                self._arm(self._limits.keepalive_timeout, _TIMEOUT_SILENT)
 
     async def _answer(self, request: Request) -> bool:
         """Run the handler and write its answer; False if the connection must close."""
