@@ -58,8 +58,10 @@ _ENDPOINTS: dict[str, Any] = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
-# Request headers forwarded upstream (everything else is the client's business with us).
-_FORWARD = (b"traceparent", b"tracestate", b"openai-organization", b"openai-project")
+# Request headers forwarded upstream (everything else is the client's business with us): the
+# W3C trace context. Not OpenAI-Organization/-Project: with the gateway's own upstream key they
+# would let a tenant choose which of the gateway's organizations or projects gets billed.
+_FORWARD = (b"traceparent", b"tracestate")
 # Client timeout headers, in seconds: ours, and the one the official OpenAI SDKs send.
 _TIMEOUT_HEADERS = (b"x-headway-timeout", b"x-stainless-timeout")
 _JSON = b"application/json"

@@ -524,6 +524,8 @@ async def test_endpoint_key_goes_upstream_never_the_clients(
             "tracestate": "vendor=abc",
             "x-custom-secret": "do-not-leak",
             "cookie": "session=abc",
+            "openai-organization": "org-the-gateway-pays-for",
+            "openai-project": "proj-x",
         }
         if stream:
             events = await client.chat.completions.create(
@@ -542,6 +544,9 @@ async def test_endpoint_key_goes_upstream_never_the_clients(
     assert headers[b"tracestate"] == b"vendor=abc"
     assert b"x-custom-secret" not in headers
     assert b"cookie" not in headers
+    # A tenant must not pick which of the gateway's upstream organizations gets billed.
+    assert b"openai-organization" not in headers
+    assert b"openai-project" not in headers
     assert not [name for name in headers if name.startswith(b"x-stainless")]
     assert not [name for name, value in headers.items() if b"sk-pro" in value]
 
