@@ -47,13 +47,11 @@ from headway.core import (
 from headway.core._ready import DONE as _DONE
 
 from ._limit import FixedLimit, LimitAlgorithm
+from ._rate import CompletionRate
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
-# Completion rate behind ``retry_after`` is measured over windows of at least this long.
-# Netflix WindowedLimit's default minimum window is 1 s (concurrency-limits HEAD 78a74b9).
-_RATE_WINDOW = 1.0
 
 _REJECTED_LIMIT = "rejected.concurrency_limit"
 _REJECTED_QUEUE_FULL = "rejected.queue_full"
@@ -98,8 +96,6 @@ class ConcurrencyLimiter(Guard):
         "_queue_timeout",
         "_queue_timeouts",
         "_rate",
-        "_rate_mark_count",
-        "_rate_mark_time",
         "_rejected",
         "_sampling",
         "_starts",
@@ -141,9 +137,7 @@ class ConcurrencyLimiter(Guard):
         self._queue_timeouts = 0
         self._dropped = 0
         self._completed = 0
-        self._rate = 0.0
-        self._rate_mark_time = clock.now()
-        self._rate_mark_count = 0
+        self._rate = CompletionRate(clock)
         algorithm.subscribe(self._on_limit)
 
     # -- public view ---------------------------------------------------------------------------
@@ -355,21 +349,8 @@ class ConcurrencyLimiter(Guard):
 
     def _retry_after(self, position: int) -> float | None:
         """``position`` completions away, at the recent completion rate (Little's law)."""
-        now = self._clock.now()
-        elapsed = now - self._rate_mark_time
-        done = self._completed - self._rate_mark_count
-        if done > 0 and elapsed >= _RATE_WINDOW:
-            self._rate = done / elapsed
-            self._rate_mark_time = now
-            self._rate_mark_count = self._completed
-            rate = self._rate
-        elif self._rate > 0:
-            rate = self._rate
-        elif done > 0 and elapsed > 0:
-            rate = done / elapsed
-        else:
-            return None
-        return position / rate
+        rate = self._rate.per_second(self._completed)
+        return position / rate if rate > 0.0 else None
 
 
 class Bulkhead(ConcurrencyLimiter):

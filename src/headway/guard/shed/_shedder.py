@@ -65,6 +65,7 @@ from headway.core import (
     current_context,
 )
 from headway.guard.concurrency._limit import FixedLimit, LimitAlgorithm
+from headway.guard.concurrency._rate import CompletionRate
 
 from ._codel import DEFAULT_INTERVAL, DEFAULT_TARGET, QueueDelayDetector
 from ._queue import FairQueue, QueuedRequest
@@ -78,9 +79,6 @@ REASONS = ("shed", "queue_full", "queue_delay", "deadline", "tenant_limit")
 DEFAULT_MAX_QUEUE = 100
 # Our choice: a retry hint longer than a minute is better expressed by failing over elsewhere.
 DEFAULT_MAX_RETRY_AFTER = 60.0
-# The completion rate behind retry_after is measured over windows of at least 1 s, Netflix
-# WindowedLimit's default minimum window (concurrency-limits HEAD 78a74b9).
-_RATE_WINDOW = 1.0
 # Timers and subtraction can land a few ulps short of an exact threshold.
 _EPSILON = 1e-9
 
@@ -152,8 +150,6 @@ class LoadShedder(Guard):
         "_permit",
         "_queue",
         "_rate",
-        "_rate_mark_count",
-        "_rate_mark_time",
         "_rejected",
         "_sampling",
         "_shed_priority",
@@ -225,9 +221,7 @@ class LoadShedder(Guard):
         self._last_delay = 0.0
         self._interval_timer: TimerHandle | None = None
         self._slough_timer: TimerHandle | None = None
-        self._rate = 0.0
-        self._rate_mark_time = clock.now()
-        self._rate_mark_count = 0
+        self._rate = CompletionRate(clock)
         algorithm.subscribe(self._on_limit)
 
     # -- view -----------------------------------------------------------------------------------
@@ -552,16 +546,10 @@ class LoadShedder(Guard):
 
     def _retry_after(self) -> float:
         """Requests ahead divided by the completion rate (Little's law), clamped."""
-        now = self._clock.now()
-        elapsed = now - self._rate_mark_time
-        if elapsed >= _RATE_WINDOW:
-            completed = self._admitted - self._inflight
-            self._rate = (completed - self._rate_mark_count) / elapsed
-            self._rate_mark_time = now
-            self._rate_mark_count = completed
+        rate = self._rate.per_second(self._admitted - self._inflight)
         estimate = self._detector.interval
-        if self._rate > 0.0:
-            estimate = max(estimate, (len(self._queue) + 1) / self._rate)
+        if rate > 0.0:
+            estimate = max(estimate, (len(self._queue) + 1) / rate)
         return min(self._max_retry_after, estimate)
 
     # -- tenants --------------------------------------------------------------------------------
