@@ -134,8 +134,8 @@ class ModelRoute:
                     name=config.name,
                 )
             )
-        self._stream_primary = retry.wrap(self._stream_attempt)
-        self._unary_primary = Stack(*unary).wrap(self._unary_attempt)
+        self._stream_primary = retry.wrap(self._attempt)
+        self._unary_primary = Stack(*unary).wrap(self._attempt)
         # The cache sits inside the fallback: it only ever holds this model's own answers, so a
         # degraded answer from a fallback model is never served after this model recovers.
         service: Service[ProxyCall, Reply | StreamReply] = self.serve_primary
@@ -187,24 +187,15 @@ class ModelRoute:
         assert last is not None
         raise last
 
-    # The attempts return ``Pool.attempt``'s coroutine instead of awaiting it, for the same
-    # reason as ``serve_primary``: the retry layer awaits it inside its own ``try``.
-    def _unary_attempt(self, call: ProxyCall) -> Awaitable[Reply | StreamReply]:
+    # The attempt returns ``Pool.attempt``'s coroutine instead of awaiting it, for the same
+    # reason as ``serve_primary``: the retry layer awaits it inside its own ``try``. Both the
+    # streamed and the whole-answer stacks end here; the request says which it is.
+    def _attempt(self, call: ProxyCall) -> Awaitable[Reply | StreamReply]:
         return self.pool.attempt(
             _PATHS[call.parsed.endpoint],
             call.headers,
             call.route_body,
-            stream=False,
-            key=_affinity_key(self, call),
-            tried=call.tried,
-        )
-
-    def _stream_attempt(self, call: ProxyCall) -> Awaitable[Reply | StreamReply]:
-        return self.pool.attempt(
-            _PATHS[call.parsed.endpoint],
-            call.headers,
-            call.route_body,
-            stream=True,
+            stream=call.parsed.stream,
             key=_affinity_key(self, call),
             tried=call.tried,
         )
