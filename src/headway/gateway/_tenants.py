@@ -199,34 +199,27 @@ class _TenantState:
         self.tpm_key = "tpm:" + tenant.name
         self.inflight = 0
         self.max_concurrency = tenant.max_concurrency
-        self.rpm = (
-            None
-            if tenant.rpm is None
-            else RateLimiter(
-                tenant.rpm,
-                _MINUTE,
-                store=store,
-                key=tenant.name,
-                namespace="rpm:",
-                name="rpm:" + tenant.name,
-                hooks=hooks,
-                clock=clock,
-            )
-        )
-        self.tpm = (
-            None
-            if tenant.tpm is None
-            else RateLimiter(
-                tenant.tpm,
-                _MINUTE,
-                store=store,
-                key=tenant.name,
-                namespace="tpm:",
-                name="tpm:" + tenant.name,
-                hooks=hooks,
-                clock=clock,
-            )
-        )
+        self.rpm = _per_minute(tenant.rpm, "rpm:", tenant.name, store, hooks, clock)
+        self.tpm = _per_minute(tenant.tpm, "tpm:", tenant.name, store, hooks, clock)
+
+
+def _per_minute(
+    limit: int | None, namespace: str, tenant: str, store: LimitStore, hooks: Hooks, clock: Clock
+) -> RateLimiter | None:
+    """A per-minute quota for one tenant in the shared store (``None``: unlimited); the
+    namespace keeps the request and token quotas of one tenant apart in that store."""
+    if limit is None:
+        return None
+    return RateLimiter(
+        limit,
+        _MINUTE,
+        store=store,
+        key=tenant,
+        namespace=namespace,
+        name=namespace + tenant,
+        hooks=hooks,
+        clock=clock,
+    )
 
 
 class Admission:
