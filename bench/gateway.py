@@ -35,6 +35,8 @@ Run: ``.venv/bin/python bench/gateway.py`` (first run installs the peers into ``
 nginx and wrk with apt-get, LiteLLM into its own venv, Portkey with npm, pinned versions).
 ``--quick`` runs 2 s per measurement; ``--only headway,nginx`` selects contenders (``direct`` is
 always measured as the baseline for added latency).
+``HEADWAY_BENCH_OBSERVE=1`` runs Headway with ``observe: {metrics: true, access_log: true}``
+(default 0: both off, the config default), to measure what observability costs.
 """
 
 from __future__ import annotations
@@ -419,6 +421,7 @@ def headway_config(up: Upstream, port: int, admin_port: int) -> str:
         ADMIN_PORT=admin_port,
         JSON_PORT=up.json_port,
         SSE_PORT=up.sse_port,
+        OBSERVE="true" if os.environ.get("HEADWAY_BENCH_OBSERVE", "0") == "1" else "false",
     )
 
 

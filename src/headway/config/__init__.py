@@ -12,6 +12,7 @@ from ._check import check_main, schema_main
 from ._diff import diff_configs
 from ._errors import ConfigError, ConfigIssue
 from ._loader import DEFAULT_CONFIG_PATH, MIGRATIONS, load_config, parse_config
+from ._observe import ObserveConfig
 from ._root import CURRENT_VERSION, GatewayConfig
 from ._routes import CacheConfig, HedgeConfig, ModelConfig, RetryConfig
 from ._schema import config_json_schema
@@ -45,6 +46,7 @@ __all__ = [
     "GatewayConfig",
     "HedgeConfig",
     "ModelConfig",
+    "ObserveConfig",
     "OutlierConfig",
     "PoolConfig",
     "PoolTimeoutsConfig",

@@ -8,6 +8,7 @@ from pydantic import ConfigDict, ValidationInfo, model_validator
 
 from ._base import Section
 from ._crossref import check_references
+from ._observe import ObserveConfig
 from ._routes import ModelConfig
 from ._server import AdmissionConfig, ServerConfig, StateConfig
 from ._tenants import TenantConfig
@@ -36,6 +37,8 @@ class GatewayConfig(Section):
     """Where shared state lives (memory or Redis)."""
     admission: AdmissionConfig = AdmissionConfig()
     """Gateway-wide priority admission and load shedding."""
+    observe: ObserveConfig = ObserveConfig()
+    """Metrics and the access log (both on by default)."""
     sims: tuple[SimUpstreamConfig, ...] = ()
     """Simulated upstreams started in-process, addressed as 'sim://NAME'."""
     pools: tuple[PoolConfig, ...] = ()

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -34,22 +34,31 @@ from headway.core import (
     REAL_CLOCK,
     Clock,
     Context,
+    FanoutHooks,
     Hooks,
     Priority,
     reset_context,
     set_context,
 )
 from headway.http import HttpServer, Request, Response, StreamingResponse
+from headway.observe import AccessLog, GatewayMetrics, StreamTimer, TrailHooks
 from headway.sim import SimServer
 from headway.store import LimitStore, MemoryStore, RedisStore
 
-from ._errors import MethodNotAllowed, ModelNotFound, NotFound, error_response_for, http_error
+from ._errors import (
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    error_response_for,
+    http_error,
+    reason_label,
+)
 from ._openai import extract_usage, parse_body
 from ._openapi import DOCUMENT_JSON
 from ._routes import ProxyCall
 from ._runtime import Runtime
 from ._tenants import Admission
-from ._upstreams import Reply, StreamReply
+from ._upstreams import Reply, StreamReply, endpoint_names
 
 log = logging.getLogger("headway.gateway")
 
@@ -65,10 +74,69 @@ _FORWARD = (b"traceparent", b"tracestate")
 # Client timeout headers, in seconds: ours, and the one the official OpenAI SDKs send.
 _TIMEOUT_HEADERS = (b"x-headway-timeout", b"x-stainless-timeout")
 _JSON = b"application/json"
+_METRICS_TYPE = GatewayMetrics.content_type.encode()
 
 
 def _now_id() -> str:
     return f"{time.time_ns():x}"
+
+
+#: The access-log logger: one JSON line per request at INFO (configure its handler and level).
+ACCESS_LOGGER = "headway.access"
+# How often a buffered access-log stream is flushed: lines reach the file within a second, and
+# the request path never waits on a write syscall (our choice; nginx's access_log flush= is
+# similar, e.g. flush=1s).
+ACCESS_LOG_FLUSH_SECONDS = 1.0
+# nginx's status for a request whose client went away before the answer was complete.
+_CLIENT_CLOSED = 499
+
+
+class _Observation:
+    """What one API request's metrics and access-log line need, filled in as it progresses.
+    Created only while observability is on, so the path without it allocates nothing more."""
+
+    __slots__ = (
+        "completion",
+        "context",
+        "endpoint",
+        "generation",
+        "model",
+        "prompt",
+        "route",
+        "start",
+        "stream",
+        "tenant",
+        "ttft",
+    )
+
+    def __init__(self, start: float, route: str) -> None:
+        self.start = start
+        self.route = route
+        self.tenant: str | None = None
+        self.model: str | None = None
+        self.endpoint: str | None = None
+        self.context: Context | None = None
+        self.prompt: int | None = None
+        self.completion: int | None = None
+        self.ttft: float | None = None
+        self.generation = 0.0
+        self.stream = False
+
+
+class _Labels(NamedTuple):
+    """The configured names metric labels may take (anything else is "other")."""
+
+    models: list[str]
+    tenants: list[str]
+    endpoints: list[str]
+
+
+def _label_sources(config: GatewayConfig) -> _Labels:
+    return _Labels(
+        [m.name for m in config.models],
+        [t.name for t in config.tenants],
+        [name for pool in config.pools for name in endpoint_names(pool)],
+    )
 
 
 class Gateway:
@@ -81,24 +149,58 @@ class Gateway:
         reuse_port: bool = False,
         clock: Clock = REAL_CLOCK,
         hooks: Hooks = NO_HOOKS,
+        access_log_sink: IO[bytes] | None = None,
     ) -> None:
+        """``access_log_sink``: a buffered binary stream for access-log lines (flushed every
+        ``ACCESS_LOG_FLUSH_SECONDS``), far cheaper per line than the default, the
+        ``headway.access`` logger at INFO."""
         self.config = config
         self._reuse_port = reuse_port
         self._clock = clock
         self._hooks = hooks
+        labels = _label_sources(config)
+        self.metrics = GatewayMetrics(
+            models=labels.models, tenants=labels.tenants, endpoints=labels.endpoints, clock=clock
+        )
+        self._access_sink: IO[bytes] | logging.Logger = (
+            logging.getLogger(ACCESS_LOGGER) if access_log_sink is None else access_log_sink
+        )
+        self._flusher: asyncio.Task[None] | None = None
+        self.access_log = AccessLog(self._access_sink, models=labels.models)
+        self._trail = TrailHooks()
         self._sims: dict[str, tuple[Any, SimServer]] = {}
         self._store: LimitStore = self._make_store(config)
         self.runtime: Runtime | None = None
         self._api = HttpServer(self.handle, config.server.limits.to_http_limits(), name="api")
         self._admin = HttpServer(self.handle_admin, name="admin")
+        # Guards' snapshots are read at scrape time from whatever runtime is live then.
+        self.metrics.snapshots.add_source(self._observables)
         self._retired: set[asyncio.Task[None]] = set()
         self.api_port = 0
         self.admin_port = 0
 
+    def _hooks_for(self, config: GatewayConfig) -> Hooks:
+        """The caller's hooks, plus metrics and the access log's decision trail when on."""
+        targets: list[Hooks] = [] if self._hooks is NO_HOOKS else [self._hooks]
+        if config.observe.metrics:
+            targets.append(self.metrics.hooks)
+        if config.observe.access_log:
+            targets.append(self._trail)
+        if not targets:
+            return NO_HOOKS
+        return targets[0] if len(targets) == 1 else FanoutHooks(*targets)
+
+    def _observables(self) -> list[Any]:
+        runtime = self.runtime
+        out: list[Any] = [self._api]
+        if runtime is not None:
+            out.extend(runtime.observables())
+        return out
+
     def _make_store(self, config: GatewayConfig) -> LimitStore:
         url = config.state.url
         if url.startswith(("redis://", "rediss://")):
-            return RedisStore(url=url, clock=self._clock, hooks=self._hooks)
+            return RedisStore(url=url, clock=self._clock, hooks=self._hooks_for(config))
         return MemoryStore(clock=self._clock)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -106,6 +208,9 @@ class Gateway:
     async def start(self, *, api_port: int | None = None, admin_port: int | None = None) -> None:
         """Start sims, build the runtime, then listen (ports override the config's, 0 = any)."""
         self.runtime = await self._build(self.config)
+        sink = self._access_sink
+        if not isinstance(sink, logging.Logger):
+            self._flusher = asyncio.create_task(self._flush_every(sink))
         host, port = self.config.server.listen_address
         self.api_port = await self._api.start(
             host, port if api_port is None else api_port, reuse_port=self._reuse_port
@@ -128,7 +233,24 @@ class Gateway:
             await server.start("127.0.0.1", 0)
             self._sims[sim.name] = (sim, server)
             urls[sim.name] = server.base_url
-        return Runtime(config, urls, self._store, clock=self._clock, hooks=self._hooks)
+        labels = _label_sources(config)
+        self.metrics.set_allowed(
+            models=labels.models, tenants=labels.tenants, endpoints=labels.endpoints
+        )
+        observe = config.observe
+        access_log = None
+        if observe.access_log:
+            access_log = AccessLog(self._access_sink, models=labels.models)
+            self.access_log = access_log
+        return Runtime(
+            config,
+            urls,
+            self._store,
+            clock=self._clock,
+            hooks=self._hooks_for(config),
+            metrics=self.metrics if observe.metrics else None,
+            access_log=access_log,
+        )
 
     async def reload(self, config: GatewayConfig) -> None:
         """Swap in ``config`` atomically; requests in flight finish on the old runtime."""
@@ -145,6 +267,11 @@ class Gateway:
             task = asyncio.create_task(self._retire(old, config.server.drain_timeout))
             self._retired.add(task)
             task.add_done_callback(self._retired.discard)
+
+    async def _flush_every(self, sink: IO[bytes]) -> None:
+        while True:
+            await self._clock.sleep(ACCESS_LOG_FLUSH_SECONDS)
+            sink.flush()
 
     async def _retire(self, runtime: Runtime, grace: float) -> None:
         await runtime.drained(grace)
@@ -163,6 +290,13 @@ class Gateway:
         for _, server in self._sims.values():
             await server.stop()
         await self._store.aclose()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            sink = self._access_sink
+            if not isinstance(sink, logging.Logger):
+                sink.flush()
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -174,9 +308,11 @@ class Gateway:
         endpoint = _ENDPOINTS.get(path)
         try:
             if endpoint is not None:
+                if runtime.observed:
+                    return await self._observed(runtime, request, endpoint)
                 if request.method != "POST":
                     raise MethodNotAllowed(f"{path} takes POST")
-                return await self._proxy(runtime, request, endpoint)
+                return await self._proxy(runtime, request, endpoint, None)
             if path == "/v1/models":
                 return self._models(runtime, request)
             if path == "/healthz":
@@ -205,11 +341,65 @@ class Gateway:
         )
         return _json(200 if ready else 503, {"ready": ready, "models": list(runtime.routes)})
 
+    async def _observed(
+        self, runtime: Runtime, request: Request, endpoint: str
+    ) -> Response | StreamingResponse:
+        """``_proxy`` timed from the start, every outcome counted and logged once (a stream's
+        when it ends, in ``_relay``)."""
+        obs = _Observation(self._clock.now(), endpoint)
+        try:
+            if request.method != "POST":
+                raise MethodNotAllowed(f"{request.path} takes POST")
+            response = await self._proxy(runtime, request, endpoint, obs)
+        except Exception as error:
+            err = http_error(error)
+            self._record(runtime, obs, err.status, reason_label(err.reason))
+            return error_response_for(error)
+        except asyncio.CancelledError:
+            self._record(runtime, obs, _CLIENT_CLOSED, "client_closed")
+            raise
+        if not obs.stream:
+            status = response.status
+            self._record(runtime, obs, status, "ok" if status < 400 else "upstream_status")
+        return response
+
+    def _record(self, runtime: Runtime, obs: _Observation, status: int, reason: str) -> None:
+        """One request's metrics and access-log line."""
+        latency = self._clock.now() - obs.start
+        metrics = runtime.metrics
+        if metrics is not None:
+            metrics.request(obs.route, obs.model, obs.tenant, status, reason, latency)
+            if obs.completion is not None:
+                generation = obs.generation if obs.stream else latency
+                metrics.tokens(obs.model, obs.tenant, obs.prompt or 0, obs.completion, generation)
+        log = runtime.access_log
+        if log is not None:
+            ctx = obs.context
+            log.record(
+                request_id=ctx.request_id if ctx is not None else _now_id(),
+                tenant=obs.tenant,
+                model=obs.model,
+                status=status,
+                latency=latency,
+                endpoint=obs.endpoint,
+                route=obs.route,
+                ttft=obs.ttft,
+                prompt_tokens=obs.prompt,
+                completion_tokens=obs.completion,
+                stream=obs.stream,
+                reason=reason,
+                attributes=ctx.attributes if ctx is not None else None,
+            )
+
     async def _proxy(
-        self, runtime: Runtime, request: Request, endpoint: Any
+        self, runtime: Runtime, request: Request, endpoint: Any, obs: _Observation | None
     ) -> Response | StreamingResponse:
         tenant = runtime.directory.authenticate_headers(request.headers)
+        if obs is not None:
+            obs.tenant = tenant.name
         parsed = parse_body(request.body, endpoint)
+        if obs is not None:
+            obs.model = parsed.model
         route = runtime.routes.get(parsed.model)
         if route is None:
             raise ModelNotFound(
@@ -236,6 +426,8 @@ class Gateway:
             request_id=_now_id(),
             attributes={},
         )
+        if obs is not None:
+            obs.context = ctx
         token = set_context(ctx)
         runtime.enter()
         admitted = False
@@ -262,7 +454,15 @@ class Gateway:
             reply = await route.service(call)
             if isinstance(reply, Reply):
                 total: int | None = None
-                if admission.counts_tokens:  # usage only corrects a TPM charge: else unparsed
+                if obs is not None:
+                    obs.endpoint = reply.endpoint
+                    usage = extract_usage(reply.body)
+                    if usage is not None:
+                        obs.prompt = usage.prompt_tokens
+                        obs.completion = usage.completion_tokens
+                        if admission.counts_tokens:
+                            total = usage.total_tokens
+                elif admission.counts_tokens:  # usage only corrects a TPM charge: else unparsed
                     usage = extract_usage(reply.body)
                     total = usage.total_tokens if usage else None
                 if sync:
@@ -271,8 +471,11 @@ class Gateway:
                     await admission.settle(total)
                 return Response(reply.status, reply.body, content_type=reply.content_type)
             streaming = True
+            if obs is not None:
+                obs.stream = True
+                obs.endpoint = reply.endpoint
             return StreamingResponse(
-                self._relay(runtime, reply, admission, estimate),
+                self._relay(runtime, reply, admission, estimate, obs),
                 headers=[(b"cache-control", b"no-cache")],
             )
         except BaseException:
@@ -287,7 +490,12 @@ class Gateway:
             reset_context(token)
 
     async def _relay(
-        self, runtime: Runtime, reply: StreamReply, admission: Admission, estimate: int
+        self,
+        runtime: Runtime,
+        reply: StreamReply,
+        admission: Admission,
+        estimate: int,
+        obs: _Observation | None,
     ) -> AsyncIterator[bytes]:
         """Relay SSE chunks as they arrive, unchanged; account usage at the end."""
         response = reply.response
@@ -296,11 +504,22 @@ class Gateway:
         events = last.count(b"data:")
         error: BaseException | None = None
         cancelled = False
+        timer: StreamTimer | None = None
+        if obs is not None:
+            metrics = runtime.metrics
+            if metrics is not None:
+                timer = metrics.stream(obs.model, obs.start)
+                timer.chunk()
+                obs.ttft = timer.ttft
+            else:
+                obs.ttft = self._clock.now() - obs.start
         try:
             yield last
             async for chunk in response:
                 previous, last = last, chunk
                 events += chunk.count(b"data:")
+                if timer is not None:
+                    timer.chunk()
                 yield chunk
         except asyncio.CancelledError:  # the client went away
             cancelled = True
@@ -322,10 +541,35 @@ class Gateway:
                 # No usage chunk (the client did not ask for one): one event is about one token.
                 total = estimate - (runtime.tenant_guards.default_completion_tokens) + events
                 total = max(total, 0)
+            if obs is not None:
+                self._record_stream(runtime, obs, usage, timer, error, cancelled)
             await admission.settle(total)
             await response.aclose()
             await runtime.admission.__aexit__(None, None, None)
             runtime.leave()
+
+    def _record_stream(
+        self,
+        runtime: Runtime,
+        obs: _Observation,
+        usage: Any,
+        timer: StreamTimer | None,
+        error: BaseException | None,
+        cancelled: bool,
+    ) -> None:
+        if usage is not None:
+            obs.prompt = usage.prompt_tokens
+            obs.completion = usage.completion_tokens
+        if timer is not None:
+            obs.generation = timer.generation_seconds
+        if cancelled:
+            self._record(runtime, obs, _CLIENT_CLOSED, "client_closed")
+        elif error is not None:
+            # The 200 is already sent; the outcome counted is what the error maps to.
+            err = http_error(error)
+            self._record(runtime, obs, err.status, reason_label(err.reason))
+        else:
+            self._record(runtime, obs, 200, "ok")
 
     # -- the admin port (issue 4 extends it) -------------------------------------------------
 
@@ -337,6 +581,9 @@ class Gateway:
             return self._ready(runtime)
         if request.path == "/status" and runtime is not None:
             return _json(200, runtime.snapshot())
+        if request.path == "/metrics" and self.config.observe.metrics:
+            body = self.metrics.render()
+            return Response(200, body, content_type=_METRICS_TYPE)
         return _json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
 

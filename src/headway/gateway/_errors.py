@@ -320,10 +320,15 @@ def retry_after_headers(retry_after: float) -> list[Header]:
     ]
 
 
+def reason_label(reason: str) -> str:
+    """``reason`` if it is safe as a header value and a metric label, else ``"error"``."""
+    return reason if _is_token(reason) else "error"
+
+
 def error_response_for(exc: BaseException) -> Response:
     """The complete HTTP answer for ``exc`` (OpenAI error envelope + headers)."""
     err = http_error(exc)
-    reason = err.reason if _is_token(err.reason) else "error"
+    reason = reason_label(err.reason)
     headers: list[Header] = [(b"x-headway-reason", reason.encode())]
     if err.retry_after is not None:
         headers.extend(retry_after_headers(err.retry_after))

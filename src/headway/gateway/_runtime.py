@@ -14,6 +14,7 @@ from typing import Any
 from headway.config import GatewayConfig
 from headway.core import NO_HOOKS, REAL_CLOCK, Clock, Hooks, Priority
 from headway.guard import LoadShedder
+from headway.observe import AccessLog, GatewayMetrics
 from headway.store import LimitStore
 
 from ._routes import ModelRoute
@@ -44,8 +45,15 @@ class Runtime:
         *,
         clock: Clock = REAL_CLOCK,
         hooks: Hooks = NO_HOOKS,
+        metrics: GatewayMetrics | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.config = config
+        #: Where this runtime's requests are counted and logged; None = that work is skipped
+        #: (``observe.metrics`` / ``observe.access_log`` off).
+        self.metrics = metrics
+        self.access_log = access_log
+        self.observed = metrics is not None or access_log is not None
         self.inflight = 0
         self._drained: asyncio.Event | None = None
 
@@ -56,7 +64,14 @@ class Runtime:
 
         buffer = config.server.limits.stream_buffer_bytes
         self.pools = {
-            p.name: Pool(p, resolve, stream_buffer_bytes=buffer, clock=clock, hooks=hooks)
+            p.name: Pool(
+                p,
+                resolve,
+                stream_buffer_bytes=buffer,
+                clock=clock,
+                hooks=hooks,
+                on_attempt=None if metrics is None else metrics.upstream,
+            )
             for p in config.pools
         }
         self.routes: dict[str, ModelRoute] = {}
@@ -99,6 +114,15 @@ class Runtime:
         self._drained = asyncio.Event()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), grace)
+
+    def observables(self) -> list[Any]:
+        """Every guard of this runtime with ``kind``/``name``/``snapshot()`` (scrape-time
+        gauges): admission, tenant quotas, and each pool's balancer, breakers, connection
+        pools and adaptive limits."""
+        out: list[Any] = [self.admission, self.tenant_guards]
+        for pool in self.pools.values():
+            out.extend(pool.observables())
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         return {

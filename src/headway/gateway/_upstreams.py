@@ -51,6 +51,8 @@ from .balance import (
 )
 
 Header = tuple[bytes, bytes]
+#: Observes one upstream attempt: ``(endpoint, status or 0 when no response, seconds)``.
+AttemptObserver = Callable[[str, int, float], object]
 
 _JSON = b"application/json"
 UPSTREAM_IDLE_TIMEOUT = 4.0
@@ -63,6 +65,7 @@ class Reply:
     status: int
     body: bytes
     content_type: bytes = _JSON
+    #: The qualified ``pool/endpoint`` name that answered (for the access log).
     endpoint: str = ""
 
 
@@ -100,6 +103,33 @@ class EndpointRuntime:
         self.breaker = breaker
         self.limit = limit
         self.headers = headers
+
+
+def endpoint_names(config: PoolConfig) -> list[str]:
+    """The qualified ``pool/endpoint`` names of a pool's endpoints (breaker names, metric and
+    access-log labels): the sim URL for a ``sim://`` endpoint, else ``ep<index>`` (a real URL
+    may hold credentials or a host operators would rather not publish)."""
+    return [
+        f"{config.name}/{e.url if e.url.startswith('sim://') else f'ep{i}'}"
+        for i, e in enumerate(config.endpoints)
+    ]
+
+
+class LimitGauges:
+    """An endpoint's adaptive concurrency limit and requests outstanding, for scrape-time
+    gauges (``kind`` ``"endpoint"``, named ``pool/endpoint``)."""
+
+    __slots__ = ("name", "slot")
+
+    kind = "endpoint"
+
+    def __init__(self, name: str, slot: Slot[EndpointRuntime]) -> None:
+        self.name = name
+        self.slot = slot
+
+    def snapshot(self) -> dict[str, float]:
+        slot = self.slot
+        return {"limit": float(slot.payload.limit.limit), "outstanding": float(slot.outstanding)}
 
 
 def _limit_algorithm(config: PoolConfig) -> LimitAlgorithm:
@@ -143,10 +173,13 @@ class Pool:
         stream_buffer_bytes: int = 64 * 1024,
         clock: Clock = REAL_CLOCK,
         hooks: Hooks = NO_HOOKS,
+        on_attempt: AttemptObserver | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self._clock = clock
+        self._on_attempt = on_attempt
+        self.gauges: list[LimitGauges] = []
         self._waiters: deque[asyncio.Future[None]] = deque()
         t = config.timeouts
         self.connect_timeout = t.connect
@@ -167,6 +200,7 @@ class Pool:
             hooks=hooks,
         )
         breaker_config = _breaker_config(config)
+        qualified = endpoint_names(config)
         for index, endpoint in enumerate(config.endpoints):
             url = resolve(endpoint.url)
             name = endpoint.url if endpoint.url.startswith("sim://") else f"ep{index}"
@@ -186,15 +220,13 @@ class Pool:
                 max_buffered_bytes=stream_buffer_bytes,
                 clock=clock,
                 hooks=hooks,
-                name=f"{config.name}/{name}",
+                name=qualified[index],
             )
-            breaker = CircuitBreaker(
-                f"{config.name}/{name}", breaker_config, clock=clock, hooks=hooks
-            )
+            breaker = CircuitBreaker(qualified[index], breaker_config, clock=clock, hooks=hooks)
             runtime = EndpointRuntime(url, client, breaker, _limit_algorithm(config), headers)
-            self.balancer.add(
-                Slot(name, runtime, weight=endpoint.weight, breaker=breaker, clock=clock)
-            )
+            slot = Slot(name, runtime, weight=endpoint.weight, breaker=breaker, clock=clock)
+            self.balancer.add(slot)
+            self.gauges.append(LimitGauges(qualified[index], slot))
 
     async def attempt(
         self,
@@ -242,24 +274,35 @@ class Pool:
                 data = await response.read()
                 # A 4xx is the client's doing, not the endpoint's: it counts as a success.
                 self._finish(slot, permit, start, inflight, None, False)
-                return Reply(status, data, response.header(b"content-type") or _JSON, slot.name)
+                if self._on_attempt is not None:
+                    self._on_attempt(ep.breaker.name, status, self._clock.now() - start)
+                return Reply(
+                    status, data, response.header(b"content-type") or _JSON, ep.breaker.name
+                )
             first = await response.__anext__()
         except StopAsyncIteration:
             self._finish(slot, permit, start, inflight, None, False)
+            if self._on_attempt is not None:
+                self._on_attempt(ep.breaker.name, 200, self._clock.now() - start)
             assert response is not None
             await response.aclose()
-            return Reply(200, b"", b"text/event-stream", slot.name)
+            return Reply(200, b"", b"text/event-stream", ep.breaker.name)
         except BaseException as error:
             if isinstance(error, Exception):
                 self._finish(slot, permit, start, inflight, error, False)
+                if self._on_attempt is not None:
+                    code = error.status if isinstance(error, UpstreamHttpError) else None
+                    self._on_attempt(ep.breaker.name, code or 0, self._clock.now() - start)
             else:
                 self._finish(slot, permit, start, inflight, None, True)
             if response is not None:
                 await response.aclose()
             raise
+        if self._on_attempt is not None:  # a stream's attempt is timed to its first chunk
+            self._on_attempt(ep.breaker.name, 200, self._clock.now() - start)
         # Only a stream needs its outcome recorded later, so only it pays for a partial.
         finish = functools.partial(self._finish, slot, permit, start, inflight)
-        return StreamReply(response, first, slot.name, finish)
+        return StreamReply(response, first, ep.breaker.name, finish)
 
     def _finish(
         self,
@@ -334,6 +377,16 @@ class Pool:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+    def observables(self) -> list[Any]:
+        """Everything here with ``kind``/``name``/``snapshot()``, for scrape-time gauges."""
+        out: list[Any] = [self.balancer]
+        for gauges in self.gauges:
+            ep = gauges.slot.payload
+            out.append(ep.breaker)
+            out.append(ep.client)
+            out.append(gauges)
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         endpoints = []

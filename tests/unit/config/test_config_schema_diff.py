@@ -33,6 +33,7 @@ def test_schema_is_json_and_describes_every_section() -> None:
         "server",
         "state",
         "admission",
+        "observe",
         "sims",
         "pools",
         "models",
