@@ -166,7 +166,6 @@ class Gateway:
             logging.getLogger(ACCESS_LOGGER) if access_log_sink is None else access_log_sink
         )
         self._flusher: asyncio.Task[None] | None = None
-        self.access_log = AccessLog(self._access_sink, models=labels.models)
         self._trail = TrailHooks()
         self._sims: dict[str, tuple[Any, SimServer]] = {}
         self._store: LimitStore = self._make_store(config)
@@ -238,10 +237,9 @@ class Gateway:
             models=labels.models, tenants=labels.tenants, endpoints=labels.endpoints
         )
         observe = config.observe
-        access_log = None
-        if observe.access_log:
-            access_log = AccessLog(self._access_sink, models=labels.models)
-            self.access_log = access_log
+        access_log = (
+            AccessLog(self._access_sink, models=labels.models) if observe.access_log else None
+        )
         return Runtime(
             config,
             urls,
@@ -310,8 +308,6 @@ class Gateway:
             if endpoint is not None:
                 if runtime.observed:
                     return await self._observed(runtime, request, endpoint)
-                if request.method != "POST":
-                    raise MethodNotAllowed(f"{path} takes POST")
                 return await self._proxy(runtime, request, endpoint, None)
             if path == "/v1/models":
                 return self._models(runtime, request)
@@ -348,8 +344,6 @@ class Gateway:
         when it ends, in ``_relay``)."""
         obs = _Observation(self._clock.now(), endpoint)
         try:
-            if request.method != "POST":
-                raise MethodNotAllowed(f"{request.path} takes POST")
             response = await self._proxy(runtime, request, endpoint, obs)
         except Exception as error:
             err = http_error(error)
@@ -394,6 +388,8 @@ class Gateway:
     async def _proxy(
         self, runtime: Runtime, request: Request, endpoint: Any, obs: _Observation | None
     ) -> Response | StreamingResponse:
+        if request.method != "POST":
+            raise MethodNotAllowed(f"{request.path} takes POST")
         tenant = runtime.directory.authenticate_headers(request.headers)
         if obs is not None:
             obs.tenant = tenant.name
@@ -453,18 +449,15 @@ class Gateway:
             # ``route.service`` is what ``route(call)`` awaits; calling it directly saves a frame.
             reply = await route.service(call)
             if isinstance(reply, Reply):
-                total: int | None = None
+                # Usage corrects a TPM charge and feeds metrics: parsed only if either wants it.
+                counts = admission.counts_tokens
+                usage = extract_usage(reply.body) if counts or obs is not None else None
+                total = usage.total_tokens if counts and usage is not None else None
                 if obs is not None:
                     obs.endpoint = reply.endpoint
-                    usage = extract_usage(reply.body)
                     if usage is not None:
                         obs.prompt = usage.prompt_tokens
                         obs.completion = usage.completion_tokens
-                        if admission.counts_tokens:
-                            total = usage.total_tokens
-                elif admission.counts_tokens:  # usage only corrects a TPM charge: else unparsed
-                    usage = extract_usage(reply.body)
-                    total = usage.total_tokens if usage else None
                 if sync:
                     admission.settle_nowait(total)
                 else:
