@@ -468,7 +468,7 @@ class Gateway:
                 obs.stream = True
                 obs.endpoint = reply.endpoint
             return StreamingResponse(
-                self._relay(runtime, reply, admission, estimate, obs),
+                self._relay(runtime, reply, admission, parsed.estimated_prompt_tokens, obs),
                 headers=[(b"cache-control", b"no-cache")],
             )
         except BaseException:
@@ -487,7 +487,7 @@ class Gateway:
         runtime: Runtime,
         reply: StreamReply,
         admission: Admission,
-        estimate: int,
+        prompt_tokens: int,
         obs: _Observation | None,
     ) -> AsyncIterator[bytes]:
         """Relay SSE chunks as they arrive, unchanged; account usage at the end."""
@@ -531,9 +531,9 @@ class Gateway:
             if usage is not None:
                 total: int | None = usage.total_tokens
             else:
-                # No usage chunk (the client did not ask for one): one event is about one token.
-                total = estimate - (runtime.tenant_guards.default_completion_tokens) + events
-                total = max(total, 0)
+                # No usage chunk (the client did not ask for one): the estimated prompt plus one
+                # token per event relayed.
+                total = prompt_tokens + events
             if obs is not None:
                 self._record_stream(runtime, obs, usage, timer, error, cancelled)
             await admission.settle(total)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import openai
 import pytest
 
-from conftest import Running
+from conftest import BASE_CONFIG, Running, make_config
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
@@ -97,3 +100,24 @@ async def test_quota_is_429_with_retry_after_the_client_honours(gw: Running) -> 
     # 3 requests per minute: the next one is admitted 20 s after the first.
     assert 1 <= int(headers["retry-after"]) <= 20
     assert headers["x-headway-reason"] == "tenant_rpm"
+
+
+async def test_stream_without_usage_settles_tokens_from_the_events_relayed(
+    start_gateway: Any,
+) -> None:
+    tenants = copy.deepcopy(BASE_CONFIG["tenants"])
+    tenants[0]["tpm"] = 3000  # refills 50 tokens/s; the whole quota is the burst
+    running: Running = await start_gateway(make_config(tenants=tenants))
+    async with running.client() as client:
+        stream = await client.chat.completions.create(
+            model="sim-small", messages=MESSAGES, max_tokens=1000, stream=True
+        )
+        chunks = [chunk async for chunk in stream]
+    assert len(chunks) >= 1000
+    assert running.gateway.runtime is not None
+    tpm = running.gateway.runtime.tenant_guards._states["pro"].tpm
+    assert tpm is not None
+    # Charged ~1005 (prompt + one per event), not the 1002 estimated up front minus the default
+    # completion size; the rest of the quota refilled for well under 3 s meanwhile.
+    remaining = tpm.try_acquire().remaining
+    assert 3000 - 1010 <= remaining <= 3000 - 1005 + 150
