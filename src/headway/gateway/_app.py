@@ -45,6 +45,7 @@ from headway.observe import AccessLog, GatewayMetrics, StreamTimer, TrailHooks
 from headway.sim import SimServer
 from headway.store import LimitStore, MemoryStore, RedisStore
 
+from ._admin import AdminApi
 from ._errors import (
     MethodNotAllowed,
     ModelNotFound,
@@ -74,7 +75,6 @@ _FORWARD = (b"traceparent", b"tracestate")
 # Client timeout headers, in seconds: ours, and the one the official OpenAI SDKs send.
 _TIMEOUT_HEADERS = (b"x-headway-timeout", b"x-stainless-timeout")
 _JSON = b"application/json"
-_METRICS_TYPE = GatewayMetrics.content_type.encode()
 
 
 def _now_id() -> str:
@@ -171,6 +171,7 @@ class Gateway:
         self._store: LimitStore = self._make_store(config)
         self.runtime: Runtime | None = None
         self._api = HttpServer(self.handle, config.server.limits.to_http_limits(), name="api")
+        self.admin = AdminApi(self)
         self._admin = HttpServer(self.handle_admin, name="admin")
         # Guards' snapshots are read at scrape time from whatever runtime is live then.
         self.metrics.snapshots.add_source(self._observables)
@@ -314,7 +315,7 @@ class Gateway:
             if path == "/healthz":
                 return _json(200, {"status": "ok"})
             if path == "/readyz":
-                return self._ready(runtime)
+                return self.ready(runtime)
             if path == "/openapi.json":
                 return Response(200, DOCUMENT_JSON, content_type=_JSON)
             raise NotFound(f"unknown path {path}")
@@ -331,7 +332,7 @@ class Gateway:
         ]
         return _json(200, {"object": "list", "data": data})
 
-    def _ready(self, runtime: Runtime) -> Response:
+    def ready(self, runtime: Runtime) -> Response:
         ready = bool(runtime.routes) and all(
             len(pool.balancer.endpoints) for pool in runtime.pools.values()
         )
@@ -564,20 +565,10 @@ class Gateway:
         else:
             self._record(runtime, obs, 200, "ok")
 
-    # -- the admin port (issue 4 extends it) -------------------------------------------------
+    # -- the admin port ----------------------------------------------------------------------
 
     async def handle_admin(self, request: Request) -> Response:
-        runtime = self.runtime
-        if request.path == "/healthz":
-            return _json(200, {"status": "ok"})
-        if request.path == "/readyz" and runtime is not None:
-            return self._ready(runtime)
-        if request.path == "/status" and runtime is not None:
-            return _json(200, runtime.snapshot())
-        if request.path == "/metrics" and self.config.observe.metrics:
-            body = self.metrics.render()
-            return Response(200, body, content_type=_METRICS_TYPE)
-        return _json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+        return await self.admin.handle(request)
 
 
 def _json(status: int, payload: Any) -> Response:
