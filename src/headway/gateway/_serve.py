@@ -3,7 +3,8 @@
 - ``serve_main(argv)`` is ``headway serve [CONFIG]``; with no CONFIG it runs the embedded demo.
 - uvloop when available (measured faster for this workload; see bench/http_choice.py).
 - ``server.workers > 1`` forks that many processes, each binding the API port with
-  SO_REUSEPORT so the kernel spreads connections; the parent supervises and forwards signals.
+  SO_REUSEPORT so the kernel spreads connections; the parent forwards signals and replaces a
+  worker that dies (with a crash-loop limit).
 - SIGTERM/SIGINT: stop accepting, let in-flight requests and streams finish for up to
   ``server.drain_timeout`` seconds, then exit 0.
 - SIGHUP, or the config file changing on disk: load and validate the new config; if valid, swap
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
 import io
@@ -23,6 +25,7 @@ import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +38,11 @@ WATCH_INTERVAL = 1.0
 # After a reload, how long past the drain timeout to wait before re-freezing the heap: the old
 # runtime's retirement (drain, then closing its pools, which waits up to 1 s) is over by then.
 REFREEZE_MARGIN = 5.0
+# Crash-loop guard for the worker supervisor: more worker deaths than this within the window and
+# it gives up (OTP's supervisor default is 3 restarts in 5 s; a gateway worker takes longer to
+# start, so a wider window).
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
 
 
 def _freeze_heap() -> None:
@@ -188,25 +196,62 @@ async def _refreeze_after(delay: float) -> None:
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:
-    """Fork ``workers`` processes sharing the port (SO_REUSEPORT) and forward signals."""
+    """Fork ``workers`` processes sharing the port (SO_REUSEPORT), forward signals to them, and
+    replace a worker that dies on its own (a crash, an OOM kill) so capacity comes back.
+
+    A worker that exits while the supervisor is not stopping is restarted with the config file
+    as it is now (the last good one if it no longer loads). More than ``MAX_RESTARTS`` deaths
+    within ``RESTART_WINDOW`` seconds is a crash loop: the supervisor stops the rest and exits 1
+    rather than fork forever (the restart intensity rule of Erlang/OTP supervisors).
+    """
     config = load_config(args.config)
-    children: list[int] = []
-    for _ in range(workers):
+    children: set[int] = set()
+    stopping = False
+
+    def spawn(current: GatewayConfig) -> None:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
-            code = _run_worker(args.config, config, watch=not args.no_watch, reuse_port=True)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            code = _run_worker(args.config, current, watch=not args.no_watch, reuse_port=True)
             os._exit(code)
-        children.append(pid)
+        children.add(pid)
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
+        nonlocal stopping
+        if signum != signal.SIGHUP:
+            stopping = True
+        for child in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
+    for _ in range(workers):
+        spawn(config)
+    deaths: collections.deque[float] = collections.deque()
     code = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        code = code or os.waitstatus_to_exitcode(status)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:  # pragma: no cover - every child already reaped
+            break
+        children.discard(pid)
+        exit_code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            code = code or exit_code
+            continue
+        now = time.monotonic()
+        deaths.append(now)
+        while deaths and now - deaths[0] > RESTART_WINDOW:
+            deaths.popleft()
+        if len(deaths) > MAX_RESTARTS:
+            log.error("workers keep dying (%d in %.0fs): stopping", len(deaths), RESTART_WINDOW)
+            forward(signal.SIGTERM, None)
+            code = 1
+            continue
+        log.error("worker %d exited unexpectedly (code %d): starting a new one", pid, exit_code)
+        with contextlib.suppress(ConfigError, OSError):
+            config = load_config(args.config)
+        spawn(config)
     return code

@@ -276,6 +276,49 @@ async def test_workers_share_the_port_and_all_drain_on_sigterm(
             os.kill(pid, 0)
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+async def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(
+    serve: Callable[..., Awaitable[Served]],
+) -> None:
+    served = await serve(config_data(free_port(), free_port()), "--workers", "2")
+    await served.wait_log("serving on", count=2)
+    first = _children(served.proc.pid)
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)  # as the OOM killer would
+    assert await until(lambda: len(_children(served.proc.pid) - first) == 1, 10.0), served.log()
+    await served.wait_log("serving on", count=3, within=10.0)
+    assert f"worker {victim} exited unexpectedly" in served.log()
+    body = {"model": "sim-small", "messages": MESSAGES, "max_tokens": 2}
+    for status, _ in await asyncio.gather(*(raw_post(served.api, body) for _ in range(8))):
+        assert status == 200
+    served.proc.send_signal(signal.SIGTERM)
+    assert await served.wait_exit(DRAIN_TIMEOUT) == 0, served.log()
+
+
+async def test_workers_that_keep_dying_stop_the_supervisor(tmp_path: Path) -> None:
+    # The admin port is held by a socket without SO_REUSEPORT: every worker fails to listen.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    config = tmp_path / "headway.yaml"
+    data = config_data(free_port(), holder.getsockname()[1])
+    config.write_text(yaml.safe_dump(data), "utf-8")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "headway", "serve", str(config), "--workers", "2",
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 60.0)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    finally:
+        holder.close()
+    assert proc.returncode == 1, out.decode()
+    assert b"workers keep dying" in out
+
+
 # -- reload --------------------------------------------------------------------------------------
 
 
