@@ -2,8 +2,11 @@
 
 Guarantees: a call is retried only if the policy says the error is retryable, at most
 ``max_attempts`` attempts in all; each wait is the backoff's delay, raised to the error's
-``retry_after`` hint; a wait that would end at or after the request's deadline is not taken (the
-last error is raised instead), so retries never outlive the request; every retry withdraws one
+``retry_after`` hint; a hint longer than ``max_retry_after`` is not waited out in-line (the error,
+which carries the hint, goes back to the caller, who may retry later: holding a request for a
+breaker's 30 s open period helps nobody); a wait that would end at or after the request's
+deadline is not taken (the last error is raised instead), so retries never outlive the request;
+every retry withdraws one
 token from the :class:`RetryBudget`, and with the budget empty the last error is raised
 unchanged. The success path adds one budget deposit and no allocation.
 """
@@ -26,6 +29,11 @@ from ._backoff import Backoff, ExponentialBackoff
 from ._budget import RetryBudget
 from ._policy import RetryPolicy
 
+#: The longest ``Retry-After`` hint a retry waits out before trying again (our choice: an in-line
+#: retry should stay within interactive latency; a longer pause is the caller's call, and HTTP
+#: clients such as the OpenAI SDKs honour the Retry-After they are handed).
+DEFAULT_MAX_RETRY_AFTER = 2.0
+
 
 class Retry(Guard):
     """Retry retryable failures with full-jitter backoff, bounded by deadline and budget.
@@ -39,6 +47,7 @@ class Retry(Guard):
         "_clock",
         "_deposit",
         "_hooks",
+        "_max_retry_after",
         "backoff",
         "budget",
         "budget_exhausted",
@@ -59,10 +68,13 @@ class Retry(Guard):
         backoff: Backoff | None = None,
         budget: RetryBudget | None = None,
         deposit: bool = True,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         clock: Clock = REAL_CLOCK,
         hooks: Hooks = NO_HOOKS,
         name: str = "retry",
     ) -> None:
+        if max_retry_after < 0:
+            raise ValueError("max_retry_after must be >= 0")
         if policy is None:
             policy = RetryPolicy() if max_attempts is None else RetryPolicy(max_attempts)
         elif max_attempts is not None:
@@ -72,6 +84,7 @@ class Retry(Guard):
         self.budget = budget if budget is not None else RetryBudget(clock=clock)
         self.name = name
         self._deposit = deposit
+        self._max_retry_after = max_retry_after
         self._clock = clock
         self._hooks = hooks
         self.calls = 0
@@ -104,6 +117,9 @@ class Retry(Guard):
             delay = self.backoff.delay(attempt - 1)
             hint = retry_after_of(error)
             if hint is not None and hint > delay:
+                if hint > self._max_retry_after:
+                    self.gave_up += 1
+                    raise error
                 delay = hint
             if clock.now() + delay >= current_context().deadline:
                 self.gave_up += 1

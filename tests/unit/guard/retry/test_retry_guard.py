@@ -138,6 +138,35 @@ async def test_retry_after_that_does_not_fit_the_deadline_stops(clock: ManualClo
     assert retry.gave_up == 1
 
 
+async def test_a_retry_after_longer_than_the_cap_goes_back_to_the_caller(
+    clock: ManualClock,
+) -> None:
+    # A breaker open for 30 s: waiting it out in-line would hold the request for 30 s.
+    error = Overloaded(retry_after=30.0, reason="circuit_open")
+    service = Flaky(clock, error)
+    retry = Retry(policy=RetryPolicy(predicate=lambda e: True), clock=clock)
+    start = clock.now()
+    with request_context(timeout=600.0, clock=clock), pytest.raises(Overloaded) as info:
+        await retry.call(service, "x")
+    assert info.value is error
+    assert clock.now() == start
+    assert (len(service.times), retry.gave_up, retry.retries) == (1, 1, 0)
+
+
+async def test_a_retry_after_within_the_cap_is_waited_out(clock: ManualClock) -> None:
+    service = Flaky(clock, Overloaded(retry_after=3.0, reason="overloaded"))
+    retry = Retry(policy=RetryPolicy(predicate=lambda e: True), max_retry_after=5.0, clock=clock)
+    start = clock.now()
+    with request_context(timeout=600.0, clock=clock):
+        assert await run(clock, retry.call(service, "x")) == "ok:x"
+    assert [round(t - start, 6) for t in service.times] == [0.0, 3.0]
+
+
+def test_max_retry_after_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="max_retry_after"):
+        Retry(max_retry_after=-1.0)
+
+
 async def test_budget_exhaustion_reraises_and_reports(
     clock: ManualClock, hooks: RecordingHooks
 ) -> None:
