@@ -62,3 +62,24 @@ def private_redis() -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+#: The machine's PostgreSQL (trust auth; database ``test``), for control-plane store tests.
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def require_postgres(url: str = POSTGRES_URL) -> str:
+    """``url`` if PostgreSQL answers there; otherwise skip with the reason printed (locally) or
+    fail (under CI, where nothing may be skipped), like :func:`require_binary`."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        message = f"PostgreSQL at {url} is unreachable ({exc})"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must provide it")
+        print(f"skipping: {message}")
+        pytest.skip(message)
+    return url
