@@ -11,14 +11,18 @@ Schema for editors, and ``diff_configs`` says what a reload changes. With no pat
 from ._check import check_main, schema_main
 from ._diff import diff_configs
 from ._errors import ConfigError, ConfigIssue
+from ._flags import FlagConfig, FlagRouteConfig, FlagRule, FlagType
 from ._loader import DEFAULT_CONFIG_PATH, MIGRATIONS, load_config, parse_config
 from ._observe import ObserveConfig
+from ._rollout import CanaryConfig, ShadowConfig
 from ._root import CURRENT_VERSION, GatewayConfig
 from ._routes import CacheConfig, HedgeConfig, ModelConfig, RetryConfig
 from ._schema import config_json_schema
 from ._secrets import hash_key
 from ._server import AdmissionConfig, ServerConfig, ServerLimits, StateConfig, parse_host_port
+from ._slo import SloAlertConfig, SloConfig
 from ._tenants import TenantConfig
+from ._tracing import OTEL_MODULES, TracingConfig, missing_otel_module
 from ._upstreams import (
     AffinityConfig,
     CircuitBreakerConfig,
@@ -35,14 +39,20 @@ __all__ = [
     "CURRENT_VERSION",
     "DEFAULT_CONFIG_PATH",
     "MIGRATIONS",
+    "OTEL_MODULES",
     "AdmissionConfig",
     "AffinityConfig",
     "CacheConfig",
+    "CanaryConfig",
     "CircuitBreakerConfig",
     "ConcurrencyConfig",
     "ConfigError",
     "ConfigIssue",
     "EndpointConfig",
+    "FlagConfig",
+    "FlagRouteConfig",
+    "FlagRule",
+    "FlagType",
     "GatewayConfig",
     "HedgeConfig",
     "ModelConfig",
@@ -53,15 +63,20 @@ __all__ = [
     "RetryConfig",
     "ServerConfig",
     "ServerLimits",
+    "ShadowConfig",
     "SimFaultsConfig",
     "SimUpstreamConfig",
+    "SloAlertConfig",
+    "SloConfig",
     "StateConfig",
     "TenantConfig",
+    "TracingConfig",
     "check_main",
     "config_json_schema",
     "diff_configs",
     "hash_key",
     "load_config",
+    "missing_otel_module",
     "parse_config",
     "parse_host_port",
     "schema_main",

@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._errors import ConfigIssue
+from ._flags import check_flags
+from ._rollout import check_rollout_references
 from ._secrets import normalize_key
+from ._slo import slo_issues
 from ._upstreams import sim_name
 
 __all__ = ["check_references"]
@@ -64,13 +67,31 @@ def check_references(data: dict[str, Any]) -> list[ConfigIssue]:
     sims = _names(data, "sims", "sim", issues)
     pools = _names(data, "pools", "pool", issues)
     models = _names(data, "models", "model", issues)
-    _names(data, "tenants", "tenant", issues)
+    tenants = _names(data, "tenants", "tenant", issues)
     sim_models = _sim_models(data, sims)
     pool_sims = _check_endpoints(data, sims, issues)
     _check_models(data, pools, models, pool_sims, sim_models, issues)
+    issues.extend(check_rollout_references(data, pools, pool_sims, sim_models))
     _check_fallback_cycles(data, models, issues)
     _check_tenants(data, models, issues)
+    issues.extend(check_flags(data, tenants))
+    _check_slos(data, models, issues)
     return issues
+
+
+def _check_slos(data: dict[str, Any], models: dict[str, int], issues: list[ConfigIssue]) -> None:
+    _names(data, "slos", "SLO", issues)
+    for s, slo in _entries(data, "slos"):
+        path = f"slos[{s}]"
+        model = slo.get("model")
+        if isinstance(model, str) and model != "*" and model not in models:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.model",
+                    f"unknown model '{model}' (known: {_known(models)}; '*' covers all)",
+                )
+            )
+        issues.extend(slo_issues(slo, path))
 
 
 def _sim_models(data: dict[str, Any], sims: dict[str, int]) -> dict[str, set[str]]:

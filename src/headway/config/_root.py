@@ -8,9 +8,11 @@ from pydantic import ConfigDict, ValidationInfo, model_validator
 
 from ._base import Section
 from ._crossref import check_references
+from ._flags import FlagConfig
 from ._observe import ObserveConfig
 from ._routes import ModelConfig
 from ._server import AdmissionConfig, ServerConfig, StateConfig
+from ._slo import SloConfig
 from ._tenants import TenantConfig
 from ._upstreams import PoolConfig, SimUpstreamConfig
 
@@ -47,6 +49,10 @@ class GatewayConfig(Section):
     """Public model names and their routing."""
     tenants: tuple[TenantConfig, ...] = ()
     """API keys, priorities and quotas."""
+    flags: tuple[FlagConfig, ...] = ()
+    """Feature flags evaluated per request (tenant, tier, sticky percentage)."""
+    slos: tuple[SloConfig, ...] = ()
+    """Service level objectives with multiwindow burn-rate alerts (SRE workbook ch. 5)."""
 
     @model_validator(mode="after")
     def _check_references(self, info: ValidationInfo) -> Self:

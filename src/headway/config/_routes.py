@@ -8,6 +8,8 @@ from typing import Any, Self
 from pydantic import Field, model_validator
 
 from ._base import Section
+from ._flags import FlagRouteConfig
+from ._rollout import CanaryConfig, ShadowConfig
 
 __all__ = ["CacheConfig", "HedgeConfig", "ModelConfig", "RetryConfig"]
 
@@ -85,6 +87,12 @@ class ModelConfig(Section):
     """Response cache."""
     timeout: float | None = Field(default=None, gt=0)
     """Request deadline in seconds when the client sends none (default: server.default_timeout)."""
+    canary: CanaryConfig | None = None
+    """A weighted canary split to another pool; null (the default): all traffic on 'pool'."""
+    shadow: ShadowConfig | None = None
+    """Shadow traffic to a candidate pool, compared with the answers; null: none."""
+    flag_route: FlagRouteConfig | None = None
+    """Send requests to another configured model by a flag's variant; null: none."""
 
     @model_validator(mode="before")
     @classmethod

@@ -13,9 +13,10 @@ import re
 from typing import Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from headway.http import Limits
+from headway.store import open_control_store
 
 from ._base import Section
 
@@ -26,6 +27,9 @@ __all__ = [
     "StateConfig",
     "parse_host_port",
 ]
+
+#: Shortest ``server.admin_token`` accepted.
+ADMIN_TOKEN_MIN_CHARS = 16
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 
@@ -107,6 +111,11 @@ class ServerConfig(Section):
     """Address of the OpenAI-compatible API, 'host:port' ('[::1]:8080' for IPv6)."""
     admin_listen: str = "127.0.0.1:8081"
     """Address of the admin API (health, metrics, config); keep it private."""
+    admin_token: SecretStr | None = None
+    """Bearer token the admin API asks for ('Authorization: Bearer <token>'), e.g.
+    '${HEADWAY_ADMIN_TOKEN}'. Set: every /api/* call and the dashboard's data need it. Unset:
+    read-only calls are open (keep admin_listen on loopback) and write actions (reload, drain)
+    are refused. /healthz, /readyz and /metrics never ask for it (probes and scrapers)."""
     workers: int = Field(default=1, ge=1)
     """Worker processes sharing the listening port via SO_REUSEPORT."""
     drain_timeout: float = Field(default=30.0, gt=0)
@@ -119,6 +128,18 @@ class ServerConfig(Section):
     """Cap on a deadline the client asks for, in seconds."""
     limits: ServerLimits = ServerLimits()
     """Per-connection bounds (body, headers, slow clients)."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # 16 characters: a guessable token would make the admin API an open door (our floor;
+        # 'openssl rand -hex 32' gives 64). The token itself is never echoed.
+        if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN_CHARS:
+            raise ValueError(
+                f"admin_token must be at least {ADMIN_TOKEN_MIN_CHARS} characters "
+                "(e.g. from 'openssl rand -hex 32')"
+            )
+        return value
 
     @field_validator("listen", "admin_listen")
     @classmethod
@@ -183,6 +204,26 @@ class StateConfig(Section):
         db = parts.path.lstrip("/")
         if db and not db.isdigit():
             raise ValueError(f"redis database must be a number, got {db!r}")
+        return value
+
+    control_url: str | None = None
+    """The control-plane store (config versions, audit log, rollout state):
+    'sqlite:///relative.db', 'sqlite:////absolute.db', a plain file path (SQLite), or
+    'postgresql://user@host:port/db' shared by every instance. None (the default) keeps
+    rollout state in memory: a rollout in progress does not survive a restart."""
+
+    @field_validator("control_url")
+    @classmethod
+    def _check_control_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("control_url must not be empty (omit it for in-memory state)")
+        if "://" not in value:  # a plain path names a SQLite file
+            value = "sqlite:///" + value
+        # The store's own parser: what passes here is what the gateway opens (it opens nothing
+        # yet, so validation does no I/O).
+        open_control_store(value)
         return value
 
 

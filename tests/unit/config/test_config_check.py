@@ -12,14 +12,14 @@ from headway.config import DEFAULT_CONFIG_PATH, check_main, config_json_schema, 
 
 def test_check_default_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert check_main([]) == 0
-    assert capsys.readouterr().out == "ok: 2 pools, 2 models, 2 tenants\n"
+    assert capsys.readouterr().out == "ok: 3 pools, 2 models, 2 tenants\n"
 
 
 def test_check_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "gw.yaml"
     path.write_bytes(DEFAULT_CONFIG_PATH.read_bytes())
     assert check_main([str(path)]) == 0
-    assert capsys.readouterr().out == "ok: 2 pools, 2 models, 2 tenants\n"
+    assert capsys.readouterr().out == "ok: 3 pools, 2 models, 2 tenants\n"
 
 
 def test_check_prints_every_error_and_fails(

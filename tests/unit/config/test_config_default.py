@@ -40,13 +40,31 @@ def test_default_is_the_published_demo_contract() -> None:
     assert config.server.admin_address == ("127.0.0.1", 8081)
     assert config.state.url == "memory://"
     assert [m.name for m in config.models] == ["sim-small", "sim-large"]
-    assert [s.name for s in config.sims] == ["small-a", "small-b", "large-a", "large-b"]
+    assert [s.name for s in config.sims] == [
+        "small-a",
+        "small-b",
+        "large-a",
+        "large-b",
+        "large-next",
+    ]
     small, large = config.model("sim-small"), config.model("sim-large")
     assert [e.url for e in config.pool(small.pool).endpoints] == ["sim://small-a", "sim://small-b"]
     assert [e.url for e in config.pool(large.pool).endpoints] == ["sim://large-a", "sim://large-b"]
     assert small.upstream == "small"
     assert large.upstream == "large"
     assert large.fallbacks == ("sim-small",)
+    # sim-large's canary: a slightly worse next version, for the rollout demo.
+    assert large.canary is not None
+    assert (large.canary.pool, large.canary.weight, large.canary.sticky) == (
+        "large-next",
+        0,
+        "user",
+    )
+    assert [e.url for e in config.pool("large-next").endpoints] == ["sim://large-next"]
+    nxt, stable = config.sim("large-next"), config.sim("large-a")
+    assert nxt.models == ("large",)
+    assert nxt.ttft > stable.ttft
+    assert 0 < nxt.faults.error_rate <= 0.05
     for name in ("small-a", "small-b"):
         assert config.sim(name).models == ("small",)
     for name in ("large-a", "large-b"):

@@ -53,9 +53,9 @@ def test_five_mistakes_give_five_issues_each_with_its_path() -> None:
     messages = dict(found)
     assert messages["server.workers"] == "Input should be greater than or equal to 1 (got 0)"
     assert messages["pools[0].balancr"] == "unknown field 'balancr' (did you mean 'balancer'?)"
-    assert messages["models[1].pool"] == "unknown pool 'larg' (known: small, large)"
+    assert messages["models[1].pool"] == "unknown pool 'larg' (known: small, large, large-next)"
     assert messages["pools[1].endpoints[0].url"] == (
-        "unknown sim 'nowhere' (known: small-a, small-b, large-a, large-b)"
+        "unknown sim 'nowhere' (known: small-a, small-b, large-a, large-b, large-next)"
     )
     assert messages["tenants[0].priority"] == (
         "unknown priority 'urgent'; expected one of sheddable, default, critical"
@@ -66,7 +66,7 @@ def test_str_lists_every_issue_one_per_line_with_its_line_number() -> None:
     text = (
         DEFAULT_CONFIG_PATH.read_text()
         .replace("workers: 1", "workers: 0")
-        .replace("pool: large", "pool: larg")
+        .replace("pool: large\n", "pool: larg\n")
     )
     with pytest.raises(ConfigError) as caught:
         parse_config(text, source="mine.yaml")
@@ -75,7 +75,9 @@ def test_str_lists_every_issue_one_per_line_with_its_line_number() -> None:
     lines = str(error).splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("server.workers: Input should be greater than or equal to 1")
-    assert lines[1].startswith("models[1].pool: unknown pool 'larg' (known: small, large)")
+    assert lines[1].startswith(
+        "models[1].pool: unknown pool 'larg' (known: small, large, large-next)"
+    )
     workers_line = text.splitlines().index("  workers: 0") + 1
     assert error.errors[0].line == workers_line
     assert lines[0].endswith(f"(line {workers_line})")
@@ -84,7 +86,7 @@ def test_str_lists_every_issue_one_per_line_with_its_line_number() -> None:
 def test_unknown_field_without_a_close_match_lists_the_known_ones() -> None:
     data = default_data()
     data["state"]["zzz"] = 1
-    assert only_issue(data) == ("state.zzz", "unknown field 'zzz' (known: url)")
+    assert only_issue(data) == ("state.zzz", "unknown field 'zzz' (known: url, control_url)")
 
 
 def test_missing_required_fields() -> None:
@@ -260,8 +262,8 @@ def test_duplicate_names_in_every_section() -> None:
     data["models"].append(dict(data["models"][0]))
     data["tenants"].append({"name": "demo-pro", "keys": ["sk-other"]})
     assert issues_of(data) == [
-        ("sims[4].name", "duplicate sim name 'small-a' (first at sims[0])"),
-        ("pools[2].name", "duplicate pool name 'small' (first at pools[0])"),
+        ("sims[5].name", "duplicate sim name 'small-a' (first at sims[0])"),
+        ("pools[3].name", "duplicate pool name 'small' (first at pools[0])"),
         ("models[2].name", "duplicate model name 'sim-small' (first at models[0])"),
         ("tenants[2].name", "duplicate tenant name 'demo-pro' (first at tenants[1])"),
     ]
@@ -287,6 +289,12 @@ def test_sim_must_serve_the_upstream_model() -> None:
             "'largest' (it serves: large)",
         )
         for i, sim in enumerate(("large-a", "large-b"))
+    ] + [
+        (  # the canary pool serves the same upstream model unless told otherwise
+            "models[1].canary.pool",
+            "sim 'large-next' (pools[2].endpoints[0] of pool 'large-next') does not serve "
+            "model 'largest' (it serves: large); set canary.upstream_model",
+        )
     ]
 
 
@@ -349,7 +357,7 @@ def test_structural_and_reference_errors_are_reported_together() -> None:
     data["models"][0]["pool"] = "nope"
     assert issues_of(data) == [
         ("pools[1].endpoints", "expected a list"),
-        ("models[0].pool", "unknown pool 'nope' (known: small, large)"),
+        ("models[0].pool", "unknown pool 'nope' (known: small, large, large-next)"),
     ]
 
 
@@ -422,4 +430,6 @@ def test_direct_model_validation_checks_references_too() -> None:
     data["models"][0]["pool"] = "larg"
     with pytest.raises(ValidationError) as caught:
         GatewayConfig.model_validate(data)
-    assert "models[0].pool: unknown pool 'larg' (known: small, large)" in str(caught.value)
+    assert "models[0].pool: unknown pool 'larg' (known: small, large, large-next)" in str(
+        caught.value
+    )

@@ -38,6 +38,8 @@ def test_schema_is_json_and_describes_every_section() -> None:
         "pools",
         "models",
         "tenants",
+        "slos",
+        "flags",
     }
     defs = schema["$defs"]
     pool = defs["PoolConfig"]["properties"]
