@@ -4,7 +4,8 @@ Each gateway owns a private :class:`~prometheus_client.CollectorRegistry` (never
 one), so two gateways in one process, or a gateway and its tests, never mix numbers. Label
 values for tenant, model and upstream endpoint pass through configured allow-lists (anything
 else is ``"other"``), so no client can grow the number of series. The data path pays one dict
-lookup for pre-bound label children, then the prometheus_client ``inc``/``observe`` calls.
+lookup for the request's pre-bound series, then plain additions (``_families``: the numbers are
+kept as Python ints and floats and turned into prometheus_client samples only when scraped).
 
 Metrics (prefix ``headway_``)::
 
@@ -18,21 +19,24 @@ Metrics (prefix ``headway_``)::
     + guard metrics from :class:`MetricsHooks` (pushed) and :class:`SnapshotCollector` (pulled)
 
 Latency quantiles for the admin API come from a :class:`SlidingSketch` per model label (merged
-on read for all models), accurate to 1% over the last minute, unlike histogram interpolation.
+on read for all models), accurate to 1% over the last minute, unlike histogram interpolation;
+likewise upstream attempt latency per endpoint (one sketch ``add`` per attempt).
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from headway.core import REAL_CLOCK, Clock
 
 from ._buckets import INTER_TOKEN_BUCKETS, LLM_BUCKETS, TOKENS_PER_SECOND_BUCKETS
 from ._collector import SnapshotCollector
+from ._families import CounterFamily, CounterSeries, HistogramFamily, HistogramSeries
 from ._guard_hooks import MetricsHooks
 from ._labels import OTHER, AllowList
 from ._sketch import DDSketch
@@ -41,7 +45,50 @@ from ._window import DEFAULT_SLICES, DEFAULT_WINDOW, SlidingSketch
 #: The gateway's API routes (the ``route`` label); anything else is "other".
 ROUTES = ("chat", "completions", "embeddings")
 
-_Request = tuple[Counter, Histogram, SlidingSketch]
+
+class _Tokens:
+    """A (model, tenant)'s token counters and its model's tokens/s histogram, bound on the first
+    request that reports usage (a series that never saw tokens is not exported)."""
+
+    __slots__ = ("completion", "per_second", "prompt")
+
+    def __init__(
+        self, prompt: CounterSeries, completion: CounterSeries, per_second: HistogramSeries
+    ) -> None:
+        self.prompt = prompt
+        self.completion = completion
+        self.per_second = per_second
+
+
+class _RequestSeries:
+    """Everything one answered request updates, bound once per label tuple: its counter, its
+    (model, tenant) latency histogram, its model's latency sketch, and its token series."""
+
+    __slots__ = ("count", "duration", "model", "sketch", "tenant", "tokens")
+
+    def __init__(
+        self,
+        model: str,
+        tenant: str,
+        count: CounterSeries,
+        duration: HistogramSeries,
+        sketch: SlidingSketch,
+    ) -> None:
+        self.model = model
+        self.tenant = tenant
+        self.count = count
+        self.duration = duration
+        self.sketch = sketch
+        self.tokens: _Tokens | None = None
+
+
+class _UpstreamSeries:
+    __slots__ = ("count", "duration", "sketch")
+
+    def __init__(self, count: CounterSeries, duration: HistogramSeries, sketch: SlidingSketch):
+        self.count = count
+        self.duration = duration
+        self.sketch = sketch
 
 
 class GatewayMetrics:
@@ -70,67 +117,72 @@ class GatewayMetrics:
         self.set_allowed(models=models, tenants=tenants, endpoints=endpoints)
         buckets = tuple(buckets)
         r = self.registry
-        self.requests = Counter(
+        self.requests = CounterFamily(
             f"{prefix}_requests",
             "Requests answered, by route, model, tenant, HTTP status and reason.",
             ["route", "model", "tenant", "status", "reason"],
-            registry=r,
+            r,
         )
-        self.duration = Histogram(
+        self.duration = HistogramFamily(
             f"{prefix}_request_duration_seconds",
             "Time from request parsed to response complete (whole stream included).",
             ["model", "tenant"],
+            r,
             buckets=buckets,
-            registry=r,
         )
-        self.ttft = Histogram(
+        self.ttft = HistogramFamily(
             f"{prefix}_time_to_first_token_seconds",
             "Time from request parsed to the first byte of the upstream answer.",
             ["model"],
+            r,
             buckets=buckets,
-            registry=r,
         )
-        self.inter_token = Histogram(
+        self.inter_token = HistogramFamily(
             f"{prefix}_inter_token_seconds",
             "Gap between consecutive chunks of a streamed answer.",
             ["model"],
+            r,
             buckets=INTER_TOKEN_BUCKETS,
-            registry=r,
         )
-        self.tokens_per_second = Histogram(
+        self.tokens_per_second = HistogramFamily(
             f"{prefix}_output_tokens_per_second",
             "Completion tokens per second of generation (first to last token when streamed).",
             ["model"],
+            r,
             buckets=TOKENS_PER_SECOND_BUCKETS,
-            registry=r,
         )
-        self.prompt_tokens = Counter(
-            f"{prefix}_prompt_tokens", "Prompt tokens.", ["model", "tenant"], registry=r
+        self.prompt_tokens = CounterFamily(
+            f"{prefix}_prompt_tokens", "Prompt tokens.", ["model", "tenant"], r
         )
-        self.completion_tokens = Counter(
-            f"{prefix}_completion_tokens", "Completion tokens.", ["model", "tenant"], registry=r
+        self.completion_tokens = CounterFamily(
+            f"{prefix}_completion_tokens", "Completion tokens.", ["model", "tenant"], r
         )
-        self.upstream_requests = Counter(
+        self.upstream_requests = CounterFamily(
             f"{prefix}_upstream_requests",
             "Upstream attempts, by endpoint and HTTP status (0 = no response).",
             ["endpoint", "status"],
-            registry=r,
+            r,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = HistogramFamily(
             f"{prefix}_upstream_duration_seconds",
             "Upstream attempt time to a complete response or to the first chunk of a stream.",
             ["endpoint"],
+            r,
             buckets=buckets,
-            registry=r,
         )
+        self._bounds = self.duration.bounds
+        self._upstream_bounds = self.upstream_duration.bounds
+        self._tps_bounds = self.tokens_per_second.bounds
         self.hooks = MetricsHooks(r, prefix=prefix)
         self.snapshots = SnapshotCollector(prefix=f"{prefix}_guard")
         r.register(self.snapshots)
-        self._request_children: dict[tuple[str, str, str, int, str], _Request] = {}
-        self._model_children: dict[str, tuple[Histogram, Histogram, Histogram]] = {}
-        self._token_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
-        self._upstream_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._request_children: dict[tuple[str, str, str, int, str], _RequestSeries] = {}
+        # The same series by raw (allowed) label values: one lookup on the request path.
+        self._request_fast: dict[tuple[str, str | None, str | None, int, str], _RequestSeries]
+        self._request_fast = {}
+        self._upstream_series: dict[tuple[str, int], _UpstreamSeries] = {}
         self._sketches: dict[str, SlidingSketch] = {}
+        self._endpoint_sketches: dict[str, SlidingSketch] = {}
 
     def set_allowed(
         self,
@@ -140,6 +192,7 @@ class GatewayMetrics:
         endpoints: Iterable[str] | None = None,
     ) -> None:
         """Replace the allowed label values (on config reload); old series stay exported."""
+        self._request_fast = {}  # raw values that were allowed may not be any more
         if models is not None:
             self._models = AllowList(models)
             self._model_map = self._models.mapping
@@ -148,6 +201,9 @@ class GatewayMetrics:
             self._tenant_map = self._tenants.mapping
         if endpoints is not None:
             self._endpoints = AllowList(endpoints)
+            # Attempts are keyed by the raw endpoint name: names come from the configuration
+            # (bounded), and a reload drops the cache so a removed name maps to "other".
+            self._upstream_series = {}
 
     def _new_sketch(self) -> SlidingSketch:
         return SlidingSketch(self._window[0], self._window[1], clock=self._clock)
@@ -162,8 +218,43 @@ class GatewayMetrics:
         status: int,
         reason: str,
         seconds: float,
+        prompt: int | None = None,
+        completion: int | None = None,
+        generation: float | None = None,
     ) -> None:
-        """One answered request (call once, when its response, or stream, is complete)."""
+        """One answered request (call once, when its response, or stream, is complete), with
+        its token usage when known; ``generation`` is the decode time tokens/s divides by
+        (default ``seconds``: a whole answer's tokens arrive with its body)."""
+        series = self._request_fast.get((route, model, tenant, status, reason))
+        if series is None:
+            series = self._request_series(route, model, tenant, status, reason)
+        series.count.value += 1
+        duration = series.duration
+        duration.counts[bisect_left(self._bounds, seconds)] += 1
+        duration.sum += seconds
+        series.sketch.add(seconds)
+        if completion is not None:
+            tokens = series.tokens
+            if tokens is None:
+                tokens = series.tokens = self._bind_tokens(series.model, series.tenant)
+            if prompt is not None and prompt > 0:
+                tokens.prompt.value += prompt
+            if completion > 0:
+                tokens.completion.value += completion
+                if generation is None:
+                    generation = seconds
+                if generation > 0:
+                    rate = completion / generation
+                    tps = tokens.per_second
+                    tps.counts[bisect_left(self._tps_bounds, rate)] += 1
+                    tps.sum += rate
+
+    def _request_series(
+        self, route: str, model: str | None, tenant: str | None, status: int, reason: str
+    ) -> _RequestSeries:
+        """The series of a request by its raw labels. Raw label tuples are remembered only
+        when every value is an allowed one (bounded, like the series); a request with an
+        unknown model pays the mapping on every call instead."""
         key = (
             self._route_map.get(route, OTHER),
             self._model_map.get(model, OTHER),
@@ -171,78 +262,82 @@ class GatewayMetrics:
             status,
             reason,
         )
-        children = self._request_children.get(key)
-        if children is None:
-            children = self._bind_request(key)
-        counter, histogram, sketch = children
-        counter.inc()
-        histogram.observe(seconds)
-        sketch.add(seconds)
+        series = self._request_children.get(key)
+        if series is None:
+            series = self._bind_request(key)
+        if key[0] == route and key[1] == model and key[2] == tenant:
+            self._request_fast[(route, model, tenant, status, reason)] = series
+        return series
 
-    def _bind_request(self, key: tuple[str, str, str, int, str]) -> _Request:
+    def _bind_request(self, key: tuple[str, str, str, int, str]) -> _RequestSeries:
         route, model, tenant, status, reason = key
         sketch = self._sketches.get(model)
         if sketch is None:
             sketch = self._sketches[model] = self._new_sketch()
-        children = (
-            self.requests.labels(route, model, tenant, str(status), reason),
-            self.duration.labels(model, tenant),
+        series = self._request_children[key] = _RequestSeries(
+            model,
+            tenant,
+            self.requests.series((route, model, tenant, str(status), reason)),
+            self.duration.series((model, tenant)),
             sketch,
         )
-        self._request_children[key] = children
-        return children
+        return series
 
-    def _model(self, model: str | None) -> tuple[Histogram, Histogram, Histogram]:
-        label = self._models(model)
-        children = self._model_children.get(label)
-        if children is None:
-            children = self._model_children[label] = (
-                self.ttft.labels(label),
-                self.inter_token.labels(label),
-                self.tokens_per_second.labels(label),
-            )
-        return children
+    def _bind_tokens(self, model: str, tenant: str) -> _Tokens:
+        return _Tokens(
+            self.prompt_tokens.series((model, tenant)),
+            self.completion_tokens.series((model, tenant)),
+            self.tokens_per_second.series((model,)),
+        )
 
     def first_token(self, model: str | None, seconds: float) -> None:
-        self._model(model)[0].observe(seconds)
+        self.ttft.series((self._models(model),)).observe(seconds)
 
     def chunk_gap(self, model: str | None, seconds: float) -> None:
-        self._model(model)[1].observe(seconds)
+        self.inter_token.series((self._models(model),)).observe(seconds)
 
     def tokens(
         self, model: str | None, tenant: str | None, prompt: int, completion: int, seconds: float
     ) -> None:
-        """Token usage of one request; ``seconds`` is its generation time (for tokens/s)."""
-        key = (self._models(model), self._tenants(tenant))
-        children = self._token_children.get(key)
-        if children is None:
-            children = self._token_children[key] = (
-                self.prompt_tokens.labels(*key),
-                self.completion_tokens.labels(*key),
-            )
+        """Token usage of one request alone (``request`` takes it too, in the same call);
+        ``seconds`` is its generation time (for tokens/s)."""
+        tokens = self._bind_tokens(self._models(model), self._tenants(tenant))
         if prompt > 0:
-            children[0].inc(prompt)
+            tokens.prompt.value += prompt
         if completion > 0:
-            children[1].inc(completion)
+            tokens.completion.value += completion
             if seconds > 0:
-                self._model(model)[2].observe(completion / seconds)
+                tokens.per_second.observe(completion / seconds)
 
     def upstream(self, endpoint: str, status: int, seconds: float) -> None:
         """One upstream attempt (status 0 when there was no HTTP response)."""
-        key = (self._endpoints(endpoint), status)
-        children = self._upstream_children.get(key)
-        if children is None:
-            children = self._upstream_children[key] = (
-                self.upstream_requests.labels(key[0], str(status)),
-                self.upstream_duration.labels(key[0]),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        series = self._upstream_series.get((endpoint, status))
+        if series is None:
+            series = self._bind_upstream(endpoint, status)
+        series.count.value += 1
+        duration = series.duration
+        duration.counts[bisect_left(self._upstream_bounds, seconds)] += 1
+        duration.sum += seconds
+        series.sketch.add(seconds)
+
+    def _bind_upstream(self, endpoint: str, status: int) -> _UpstreamSeries:
+        label = self._endpoints(endpoint)
+        sketch = self._endpoint_sketches.get(label)
+        if sketch is None:
+            sketch = self._endpoint_sketches[label] = self._new_sketch()
+        series = self._upstream_series[(endpoint, status)] = _UpstreamSeries(
+            self.upstream_requests.series((label, str(status))),
+            self.upstream_duration.series((label,)),
+            sketch,
+        )
+        return series
 
     def stream(self, model: str | None, started: float) -> StreamTimer:
         """Timing for one streamed answer that began (request parsed) at ``started``."""
-        ttft, gap, _ = self._model(model)
-        return StreamTimer(self._clock, started, ttft, gap)
+        label = (self._models(model),)
+        return StreamTimer(
+            self._clock, started, self.ttft.series(label), self.inter_token.series(label)
+        )
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -259,6 +354,14 @@ class GatewayMetrics:
         found = self._sketches.get(self._models(model))
         return found.quantiles(qs) if found is not None else [math.nan] * len(qs)
 
+    def endpoint_latency_quantiles(
+        self, endpoint: str, qs: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
+    ) -> list[float]:
+        """Upstream attempt latency quantiles of one ``pool/endpoint`` over the sliding window
+        (NaN when it had no attempts there), for the admin API."""
+        found = self._endpoint_sketches.get(self._endpoints(endpoint))
+        return found.quantiles(qs) if found is not None else [math.nan] * len(qs)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric in this gateway's registry."""
         return generate_latest(self.registry)
@@ -269,7 +372,9 @@ class StreamTimer:
 
     __slots__ = ("_clock", "_gap", "_last", "_ttft", "first", "started")
 
-    def __init__(self, clock: Clock, started: float, ttft: Histogram, gap: Histogram) -> None:
+    def __init__(
+        self, clock: Clock, started: float, ttft: HistogramSeries, gap: HistogramSeries
+    ) -> None:
         self._clock = clock
         self._ttft = ttft
         self._gap = gap

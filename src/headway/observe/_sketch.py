@@ -90,6 +90,38 @@ class DDSketch:
         if value > self.max:
             self.max = value
 
+    def add_many(self, values: list[float]) -> None:
+        """Record each of ``values`` once: the same result as ``add`` in a loop, at about half
+        the cost per value (one tight loop, min/max/sum in C)."""
+        if not values:
+            return
+        bins = self._bins
+        get = bins.get
+        log = math.log
+        ceil = math.ceil
+        inv = self._inv_log_gamma
+        floor = self._min_value
+        zeros = 0
+        for value in values:
+            if value > floor:
+                index = ceil(log(value) * inv)
+                bins[index] = get(index, 0) + 1
+            else:
+                zeros += 1
+        if len(bins) > self._max_buckets:
+            self._collapse()
+        lo, hi = min(values), max(values)
+        if lo < 0.0:  # negative latencies count as 0 (see ``add``)
+            values = [0.0 if v < 0.0 else v for v in values]
+            lo, hi = max(lo, 0.0), max(hi, 0.0)
+        self.zeros += zeros
+        self.count += len(values)
+        self.sum += sum(values)
+        if lo < self.min:
+            self.min = lo
+        if hi > self.max:
+            self.max = hi
+
     def _collapse(self) -> None:
         """Fold the lowest buckets into the lowest one kept, so ``max_buckets`` holds again."""
         bins = self._bins
