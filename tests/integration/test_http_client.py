@@ -587,3 +587,25 @@ async def test_aclose_releases_complete_and_closes_unread(servers: Servers) -> N
     with pytest.raises(RuntimeError):
         await resp.read()
     assert [c async for c in resp.iter_chunks()] == []
+
+
+async def test_reused_request_head_keeps_lengths_headers_and_checks(servers: Servers) -> None:
+    """The per-path head cache: each request still carries its own length and headers, and a
+    header that would inject a line is refused even after a clean head for that path."""
+    _, url = await servers.serve(echo)
+    pool = servers.pool(url)
+    sent = [
+        ([(b"content-type", b"application/json")], b'{"a":1}'),
+        ([(b"content-type", b"application/json")], b'{"a":12345}'),
+        ([(b"content-type", b"text/plain"), (b"x-b", b"2")], b"hello"),
+        ([(b"content-type", b"application/json")], b""),
+    ]
+    for headers, body in sent:
+        resp = await pool.request("POST", "/same", headers, body)
+        got = orjson.loads(await resp.read())
+        assert got["body"] == body.decode()
+        assert got["headers"]["content-length"] == str(len(body))
+        assert got["headers"]["content-type"] == headers[0][1].decode()
+        assert ("x-b" in got["headers"]) == (len(headers) == 2)
+    with pytest.raises(ValueError, match="CR or LF"):
+        await pool.request("POST", "/same", [(b"content-type", b"a\r\nx-evil: 1")], b"{}")

@@ -13,9 +13,18 @@ USAGE = """usage: headway COMMAND [ARGS]
 
 commands:
   serve [CONFIG]        run the gateway (no CONFIG: the embedded demo, examples/headway.yaml)
+  serve --store URL     run the gateway from config versions in a control store
   check CONFIG          validate a config file; print every error with its field path
+  config apply FILE -m MESSAGE
+                        validate FILE and store it as the next config version
+  config history|diff|rollback|show
+                        config versions (see 'headway config --help')
   config schema         print the config's JSON Schema (for editors)
   sim [OPTIONS]         run a simulated OpenAI-compatible model server
+  top [--url URL]       live gateway numbers in the terminal (from the admin API)
+  slo rules CONFIG      print Prometheus alerting rules for the config's SLOs
+  rollout start MODEL [--spec FILE] | status [MODEL] | pause|resume|promote|abort MODEL
+                        canary rollouts on a running gateway (through its admin API)
 
 run 'headway COMMAND --help' for a command's options
 """
@@ -38,8 +47,33 @@ def _config(argv: Sequence[str]) -> int:
         from headway.config import schema_main
 
         return schema_main(argv[1:])
-    print("usage: headway config schema", file=sys.stderr)
+    from headway.cli._config_cmds import CONFIG_USAGE, config_versions_main
+
+    if argv and argv[0] in ("apply", "history", "diff", "rollback", "show"):
+        return config_versions_main(argv[0], argv[1:])
+    if list(argv[:1]) in (["-h"], ["--help"]):
+        print(CONFIG_USAGE, end="")
+        return 0
+    print(CONFIG_USAGE, file=sys.stderr, end="")
     return 2
+
+
+def _slo(argv: Sequence[str]) -> int:
+    from headway.cli._slo import slo_main
+
+    return slo_main(argv)
+
+
+def _top(argv: Sequence[str]) -> int:
+    from ._top import top_main
+
+    return top_main(argv)
+
+
+def _rollout(argv: Sequence[str]) -> int:
+    from ._rollout import rollout_main
+
+    return rollout_main(argv)
 
 
 def _sim(argv: Sequence[str]) -> int:
@@ -53,6 +87,9 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "check": _check,
     "config": _config,
     "sim": _sim,
+    "top": _top,
+    "slo": _slo,
+    "rollout": _rollout,
 }
 
 

@@ -41,9 +41,18 @@ from headway.core import (
     set_context,
 )
 from headway.http import HttpServer, Request, Response, StreamingResponse
-from headway.observe import AccessLog, GatewayMetrics, StreamTimer, TrailHooks
+from headway.observe import (
+    AccessLog,
+    GatewayMetrics,
+    GatewayTracer,
+    RequestTrace,
+    SloCollector,
+    StreamTimer,
+    TracingHooks,
+    TrailHooks,
+)
 from headway.sim import SimServer
-from headway.store import LimitStore, MemoryStore, RedisStore
+from headway.store import LimitStore, MemoryStore, RedisStore, open_control_store
 
 from ._admin import AdminApi
 from ._errors import (
@@ -56,8 +65,11 @@ from ._errors import (
 )
 from ._openai import extract_usage, parse_body
 from ._openapi import DOCUMENT_JSON
+from ._rollout_metrics import RolloutCollector
+from ._rollouts import RolloutManager
 from ._routes import ProxyCall
 from ._runtime import Runtime
+from ._stage import StagedConfig
 from ._tenants import Admission
 from ._upstreams import Reply, StreamReply, endpoint_names
 
@@ -75,6 +87,7 @@ _FORWARD = (b"traceparent", b"tracestate")
 # Client timeout headers, in seconds: ours, and the one the official OpenAI SDKs send.
 _TIMEOUT_HEADERS = (b"x-headway-timeout", b"x-stainless-timeout")
 _JSON = b"application/json"
+_CONTENT_TYPE = (b"content-type", _JSON)
 
 
 def _now_id() -> str:
@@ -87,6 +100,9 @@ ACCESS_LOGGER = "headway.access"
 # the request path never waits on a write syscall (our choice; nginx's access_log flush= is
 # similar, e.g. flush=1s).
 ACCESS_LOG_FLUSH_SECONDS = 1.0
+# Access-log records kept unformatted between flushes, at most (our choice: ~80 KiB of lines,
+# a few hundred microseconds of formatting at a time).
+ACCESS_LOG_BATCH = 256
 # nginx's status for a request whose client went away before the answer was complete.
 _CLIENT_CLOSED = 499
 
@@ -106,6 +122,7 @@ class _Observation:
         "start",
         "stream",
         "tenant",
+        "trace",
         "ttft",
     )
 
@@ -121,6 +138,7 @@ class _Observation:
         self.ttft: float | None = None
         self.generation = 0.0
         self.stream = False
+        self.trace: RequestTrace | None = None
 
 
 class _Labels(NamedTuple):
@@ -150,10 +168,16 @@ class Gateway:
         clock: Clock = REAL_CLOCK,
         hooks: Hooks = NO_HOOKS,
         access_log_sink: IO[bytes] | None = None,
+        config_path: str | None = None,
+        control_url: str | None = None,
+        admin_token: str | None = None,
     ) -> None:
         """``access_log_sink``: a buffered binary stream for access-log lines (flushed every
         ``ACCESS_LOG_FLUSH_SECONDS``), far cheaper per line than the default, the
-        ``headway.access`` logger at INFO."""
+        ``headway.access`` logger at INFO. ``config_path``: the file ``config`` came from,
+        which the admin API's reload re-reads (None: the embedded default). ``control_url``:
+        the control-plane store (default: ``state.control_url``). ``admin_token``: overrides
+        ``server.admin_token`` (``headway serve --admin-token``)."""
         self.config = config
         self._reuse_port = reuse_port
         self._clock = clock
@@ -165,17 +189,37 @@ class Gateway:
         self._access_sink: IO[bytes] | logging.Logger = (
             logging.getLogger(ACCESS_LOGGER) if access_log_sink is None else access_log_sink
         )
+        # One access log for every runtime (a reload only changes its model allow-list), so
+        # the flusher drains one batch; a stream sink gets lines formatted in batches.
+        self._access = AccessLog(
+            self._access_sink,
+            models=labels.models,
+            batch=0 if access_log_sink is None else ACCESS_LOG_BATCH,
+        )
         self._flusher: asyncio.Task[None] | None = None
         self._trail = TrailHooks()
         self._sims: dict[str, tuple[Any, SimServer]] = {}
         self._store: LimitStore = self._make_store(config)
         self.runtime: Runtime | None = None
+        #: A candidate config serving a share of tenants (``_stage``; set by the control plane).
+        self.staged: StagedConfig | None = None
+        # The control-plane store (state.control_url; None: rollout state in memory only).
+        url = control_url or config.state.control_url
+        self.control_store = None if url is None else open_control_store(url)
+        self.rollouts = RolloutManager(lambda: self.runtime, store=self.control_store, clock=clock)
         self._api = HttpServer(self.handle, config.server.limits.to_http_limits(), name="api")
-        self.admin = AdminApi(self)
+        self.admin = AdminApi(self, clock=clock, token=admin_token)
+        self.admin.config_path = config_path
         self._admin = HttpServer(self.handle_admin, name="admin")
         # Guards' snapshots are read at scrape time from whatever runtime is live then.
         self.metrics.snapshots.add_source(self._observables)
+        # SLO burn rates, likewise read at scrape time from the live runtime's book.
+        self.metrics.registry.register(SloCollector(lambda: getattr(self.runtime, "slos", None)))
+        self.metrics.registry.register(RolloutCollector(self.rollouts, lambda: self.runtime))
         self._retired: set[asyncio.Task[None]] = set()
+        # The live tracer (observe.tracing), and every tracer not yet flushed and closed.
+        self._tracer: GatewayTracer | None = None
+        self._tracers: set[GatewayTracer] = set()
         self.api_port = 0
         self.admin_port = 0
 
@@ -186,6 +230,8 @@ class Gateway:
             targets.append(self.metrics.hooks)
         if config.observe.access_log:
             targets.append(self._trail)
+        if config.observe.tracing.enabled:
+            targets.append(TracingHooks())
         if not targets:
             return NO_HOOKS
         return targets[0] if len(targets) == 1 else FanoutHooks(*targets)
@@ -208,6 +254,7 @@ class Gateway:
     async def start(self, *, api_port: int | None = None, admin_port: int | None = None) -> None:
         """Start sims, build the runtime, then listen (ports override the config's, 0 = any)."""
         self.runtime = await self._build(self.config)
+        await self.rollouts.resume()  # unfinished rollouts in the control store run on
         sink = self._access_sink
         if not isinstance(sink, logging.Logger):
             self._flusher = asyncio.create_task(self._flush_every(sink))
@@ -219,6 +266,7 @@ class Gateway:
         self.admin_port = await self._admin.start(
             ahost, aport if admin_port is None else admin_port, reuse_port=self._reuse_port
         )
+        self.admin.start()
 
     async def _build(self, config: GatewayConfig) -> Runtime:
         urls: dict[str, str] = {}
@@ -238,9 +286,8 @@ class Gateway:
             models=labels.models, tenants=labels.tenants, endpoints=labels.endpoints
         )
         observe = config.observe
-        access_log = (
-            AccessLog(self._access_sink, models=labels.models) if observe.access_log else None
-        )
+        self._access.set_models(labels.models)
+        access_log = self._access if observe.access_log else None
         return Runtime(
             config,
             urls,
@@ -249,7 +296,37 @@ class Gateway:
             hooks=self._hooks_for(config),
             metrics=self.metrics if observe.metrics else None,
             access_log=access_log,
+            tracer=self._tracer_for(config),
+            slos_before=None if self.runtime is None else self.runtime.slos,
         )
+
+    def _tracer_for(self, config: GatewayConfig) -> GatewayTracer | None:
+        """The live tracer while ``observe.tracing`` is unchanged (spans keep flowing across a
+        reload), a new one when it changed, None when it is off."""
+        t = config.observe.tracing
+        if not t.enabled:
+            self._tracer = None
+            return None
+        models = [m.name for m in config.models]
+        current = self._tracer
+        if current is not None and current.settings == t:
+            current.set_models(models)
+            return current
+        self._tracer = GatewayTracer(
+            endpoint=t.endpoint,
+            service_name=t.service_name,
+            sample_ratio=t.sample_ratio,
+            export_timeout=t.export_timeout,
+            batch_delay=t.batch_delay,
+            max_queue=t.max_queue,
+            max_batch=t.max_batch,
+            headers={k: v.get_secret_value() for k, v in t.headers.items()},
+            clock=self._clock,
+            models=models,
+            settings=t,
+        )
+        self._tracers.add(self._tracer)
+        return self._tracer
 
     async def reload(self, config: GatewayConfig) -> None:
         """Swap in ``config`` atomically; requests in flight finish on the old runtime."""
@@ -261,6 +338,10 @@ class Gateway:
                 "; ".join(restart_only),
             )
         new = await self._build(config)
+        if self.runtime is not None:
+            new.adopt(self.runtime)  # live canary weights survive a reload
+        self.rollouts.on_reload(new)
+        self.admin.on_reload(new)
         old, self.runtime, self.config = self.runtime, new, config
         if old is not None:
             task = asyncio.create_task(self._retire(old, config.server.drain_timeout))
@@ -270,15 +351,24 @@ class Gateway:
     async def _flush_every(self, sink: IO[bytes]) -> None:
         while True:
             await self._clock.sleep(ACCESS_LOG_FLUSH_SECONDS)
+            self._access.drain()
             sink.flush()
 
     async def _retire(self, runtime: Runtime, grace: float) -> None:
         await runtime.drained(grace)
         await runtime.aclose()
+        tracer = runtime.tracer
+        if tracer is not None and tracer is not self._tracer and tracer in self._tracers:
+            self._tracers.discard(tracer)
+            await tracer.aclose()
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let in-flight requests and streams finish for ``grace`` seconds."""
         await self._admin.stop(0.5)
+        await self.admin.aclose()
+        await self.rollouts.aclose()
+        if self.control_store is not None:
+            await self.control_store.aclose()
         await self._api.stop(grace)
         for task in list(self._retired):
             task.cancel()
@@ -286,6 +376,9 @@ class Gateway:
                 await task
         if self.runtime is not None:
             await self.runtime.aclose()
+        for tracer in list(self._tracers):  # every span of a finished request is exported
+            self._tracers.discard(tracer)
+            await tracer.aclose()
         for _, server in self._sims.values():
             await server.stop()
         await self._store.aclose()
@@ -295,6 +388,7 @@ class Gateway:
                 await self._flusher
             sink = self._access_sink
             if not isinstance(sink, logging.Logger):
+                self._access.drain()
                 sink.flush()
 
     # -- the API -------------------------------------------------------------------------------
@@ -303,6 +397,8 @@ class Gateway:
         runtime = self.runtime
         if runtime is None:
             return _json(503, {"error": {"message": "starting", "type": "server_error"}})
+        if self.staged is not None:  # a staged config serves a sticky share of tenants (_stage)
+            runtime = self.staged.pick(request.headers, runtime)
         path = request.path
         endpoint = _ENDPOINTS.get(path)
         try:
@@ -344,6 +440,10 @@ class Gateway:
         """``_proxy`` timed from the start, every outcome counted and logged once (a stream's
         when it ends, in ``_relay``)."""
         obs = _Observation(self._clock.now(), endpoint)
+        tracer = runtime.tracer
+        if tracer is not None:
+            obs.trace = tracer.request(request.method, request.path, endpoint, request.headers)
+            obs.trace.enter()
         try:
             response = await self._proxy(runtime, request, endpoint, obs)
         except Exception as error:
@@ -353,36 +453,69 @@ class Gateway:
         except asyncio.CancelledError:
             self._record(runtime, obs, _CLIENT_CLOSED, "client_closed")
             raise
+        finally:
+            if obs.trace is not None:
+                obs.trace.exit()
         if not obs.stream:
             status = response.status
-            self._record(runtime, obs, status, "ok" if status < 400 else "upstream_status")
+            # Recorded right after the protocol has written the answer (it does so as soon as
+            # this returns, in the same loop step): the bookkeeping is not in the client's
+            # latency, and the recorded latency includes writing the answer.
+            asyncio.get_running_loop().call_soon(
+                self._record, runtime, obs, status, "ok" if status < 400 else "upstream_status"
+            )
         return response
 
     def _record(self, runtime: Runtime, obs: _Observation, status: int, reason: str) -> None:
         """One request's metrics and access-log line."""
         latency = self._clock.now() - obs.start
+        if runtime.slos is not None:
+            runtime.slos.record(obs.route, obs.model, status, latency, obs.ttft)
         metrics = runtime.metrics
         if metrics is not None:
-            metrics.request(obs.route, obs.model, obs.tenant, status, reason, latency)
-            if obs.completion is not None:
-                generation = obs.generation if obs.stream else latency
-                metrics.tokens(obs.model, obs.tenant, obs.prompt or 0, obs.completion, generation)
+            metrics.request(
+                obs.route,
+                obs.model,
+                obs.tenant,
+                status,
+                reason,
+                latency,
+                obs.prompt,
+                obs.completion,
+                obs.generation if obs.stream else latency,
+            )
         log = runtime.access_log
         if log is not None:
             ctx = obs.context
-            log.record(
-                request_id=ctx.request_id if ctx is not None else _now_id(),
+            log.line(
+                ctx.request_id if ctx is not None else _now_id(),
+                obs.tenant,
+                obs.model,
+                status,
+                latency,
+                obs.endpoint,
+                obs.route,
+                obs.ttft,
+                obs.prompt,
+                obs.completion,
+                obs.stream,
+                reason,
+                ctx.attributes if ctx is not None else None,
+                obs.trace.trace_id if obs.trace is not None else None,
+            )
+        if obs.trace is not None:  # a stream's span ends here too: when its stream ended
+            ctx = obs.context
+            obs.trace.end(
+                status,
+                reason,
+                request_id=ctx.request_id if ctx is not None else None,
                 tenant=obs.tenant,
                 model=obs.model,
-                status=status,
-                latency=latency,
                 endpoint=obs.endpoint,
-                route=obs.route,
+                stream=obs.stream,
                 ttft=obs.ttft,
                 prompt_tokens=obs.prompt,
                 completion_tokens=obs.completion,
-                stream=obs.stream,
-                reason=reason,
                 attributes=ctx.attributes if ctx is not None else None,
             )
 
@@ -403,7 +536,15 @@ class Gateway:
                 f"the model {parsed.model!r} does not exist", param="model", code="model_not_found"
             )
         runtime.tenant_guards.check_model(tenant, parsed.model)
-        timeout = runtime.model_timeouts.get(parsed.model, runtime.default_timeout)
+        served = parsed.model
+        flag_route = runtime.flag_routes.get(served)
+        if flag_route is not None:  # a flag may send the request to another model (_flag_routes)
+            chosen = flag_route.choose(request.headers, parsed.user, tenant.name, tenant.priority)
+            if chosen is not None:
+                served, route = chosen
+        split = runtime.splits.get(served)  # a canary split: which side serves (_split)
+        side = None if split is None else split.choose(request.headers, tenant.name, parsed.user)
+        timeout = runtime.model_timeouts.get(served, runtime.default_timeout)
         for name in _TIMEOUT_HEADERS:
             value = request.headers.get(name)
             if value is not None:
@@ -431,6 +572,8 @@ class Gateway:
         admission: Admission | None = None
         streaming = False
         try:
+            if obs is not None and obs.trace is not None:
+                obs.trace.admission_start(priority, tenant.name)
             await runtime.admission.__aenter__()
             admitted = True
             guards = runtime.tenant_guards
@@ -444,11 +587,17 @@ class Gateway:
                 admission = guards.admit_nowait(tenant, estimate)
             else:
                 admission = await guards.admit(tenant, estimate)
-            headers = [(h, v) for h in _FORWARD if (v := request.headers.get(h)) is not None]
-            headers.append((b"content-type", _JSON))
+            if obs is not None and obs.trace is not None:
+                obs.trace.admission_end()
+            fields = request.headers
+            if b"traceparent" in fields or b"tracestate" in fields:
+                headers = [(h, v) for h in _FORWARD if (v := fields.get(h)) is not None]
+                headers.append(_CONTENT_TYPE)
+            else:  # the common case, without the comprehension's function frame
+                headers = [_CONTENT_TYPE]
             call = ProxyCall(parsed, headers)
             # ``route.service`` is what ``route(call)`` awaits; calling it directly saves a frame.
-            reply = await route.service(call)
+            reply = await (route.service if side is None else side.service)(call)
             if isinstance(reply, Reply):
                 # Usage corrects a TPM charge and feeds metrics: parsed only if either wants it.
                 counts = admission.counts_tokens
@@ -463,14 +612,20 @@ class Gateway:
                     admission.settle_nowait(total)
                 else:
                     await admission.settle(total)
-                return Response(reply.status, reply.body, content_type=reply.content_type)
+                return Response(
+                    reply.status,
+                    reply.body,
+                    content_type=reply.content_type,
+                    headers=() if side is None else side.headers(ctx),
+                )
             streaming = True
             if obs is not None:
                 obs.stream = True
                 obs.endpoint = reply.endpoint
             return StreamingResponse(
                 self._relay(runtime, reply, admission, parsed.estimated_prompt_tokens, obs),
-                headers=[(b"cache-control", b"no-cache")],
+                headers=[(b"cache-control", b"no-cache")]
+                + ([] if side is None else list(side.headers(ctx))),
             )
         except BaseException:
             if admission is not None:

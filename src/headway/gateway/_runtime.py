@@ -14,10 +14,14 @@ from typing import Any
 from headway.config import GatewayConfig
 from headway.core import NO_HOOKS, REAL_CLOCK, Clock, Hooks, Priority
 from headway.guard import LoadShedder
-from headway.observe import AccessLog, GatewayMetrics
+from headway.observe import AccessLog, GatewayMetrics, GatewayTracer, SloBook
+from headway.rollout import FlagEvaluator
 from headway.store import LimitStore
 
+from ._flag_routes import build_flag_routes
 from ._routes import ModelRoute
+from ._shadow import build_shadows
+from ._split import build_splits, carry_over
 from ._tenants import ALL_MODELS, Tenant, TenantDirectory, TenantGuards
 from ._upstreams import Pool
 
@@ -47,13 +51,30 @@ class Runtime:
         hooks: Hooks = NO_HOOKS,
         metrics: GatewayMetrics | None = None,
         access_log: AccessLog | None = None,
+        tracer: GatewayTracer | None = None,
+        slos_before: SloBook | None = None,
     ) -> None:
         self.config = config
         #: Where this runtime's requests are counted and logged; None = that work is skipped
         #: (``observe.metrics`` / ``observe.access_log`` off).
         self.metrics = metrics
         self.access_log = access_log
-        self.observed = metrics is not None or access_log is not None
+        #: Spans per request (``observe.tracing``); None = no span is made.
+        self.tracer = tracer
+        #: The configured SLOs' burn rates (None: no SLO configured). ``slos_before`` is the
+        #: live runtime's book, so an unchanged SLO keeps its history across a reload.
+        self.slos = (
+            SloBook([s.to_spec() for s in config.slos], clock=clock, previous=slos_before)
+            if config.slos
+            else None
+        )
+        # SLOs need every request's outcome even with metrics and the access log off.
+        self.observed = (
+            metrics is not None
+            or access_log is not None
+            or tracer is not None
+            or self.slos is not None
+        )
         self.inflight = 0
         self._drained: asyncio.Event | None = None
 
@@ -71,6 +92,7 @@ class Runtime:
                 clock=clock,
                 hooks=hooks,
                 on_attempt=None if metrics is None else metrics.upstream,
+                tracer=tracer,
             )
             for p in config.pools
         }
@@ -79,6 +101,17 @@ class Runtime:
             self.routes[model.name] = ModelRoute(
                 model, self.pools[model.pool], self.routes, clock=clock, hooks=hooks
             )
+        # Rollouts: shadow mirrors behind routes, and canary splits a controller drives.
+        self.shadows = build_shadows(config.models, self.routes, self.pools, clock=clock)
+        self.splits = build_splits(
+            config.models,
+            self.routes,
+            lambda m: ModelRoute(m, self.pools[m.pool], self.routes, clock=clock, hooks=hooks),
+            clock=clock,
+        )
+        #: The config's feature flags, and the models whose requests a flag may re-route.
+        self.flags = FlagEvaluator.from_config(config)
+        self.flag_routes = build_flag_routes(config, self.routes, self.flags)
         tenants = [(_tenant(t), list(t.keys)) for t in config.tenants]
         self.directory = TenantDirectory(tenants)
         self.tenant_guards = TenantGuards([t for t, _ in tenants], store, clock=clock, hooks=hooks)
@@ -132,6 +165,13 @@ class Runtime:
             "pools": [pool.snapshot() for pool in self.pools.values()],
         }
 
+    def adopt(self, previous: Runtime) -> None:
+        """Carry live rollout state (canary weights, sample windows) over from the runtime this
+        one replaces."""
+        carry_over(self.splits, previous.splits)
+
     async def aclose(self) -> None:
+        for shadow in self.shadows.values():
+            await shadow.aclose()
         for pool in self.pools.values():
             await pool.aclose()

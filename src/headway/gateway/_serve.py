@@ -10,6 +10,10 @@
 - SIGHUP, or the config file changing on disk: load and validate the new config; if valid, swap
   it in atomically (requests in flight finish on the config they started with); if not, keep
   serving the old one and log every error.
+- ``--store URL`` (or ``$HEADWAY_STORE``, or CONFIG's ``state.control_url``): serve config
+  versions from the control store instead, falling back to the last known good file, and follow
+  new versions by polling (SIGHUP polls at once); CONFIG then only seeds an empty store
+  (``_control``).
 """
 
 from __future__ import annotations
@@ -24,15 +28,24 @@ import logging
 import os
 import select
 import signal
+import stat
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from headway.config import ConfigError, GatewayConfig, load_config
+from headway.config._server import ADMIN_TOKEN_MIN_CHARS
+from headway.rollout import NoActiveConfig
+from headway.store import StoreError
+
+from ._control import DEFAULT_LAST_GOOD, DEFAULT_POLL_INTERVAL, ControlSettings, Startup
 
 log = logging.getLogger("headway.serve")
 
+# The access log's write buffer on a regular file: one write(2) per ~200 lines instead of
+# one per ~13 at PIPE_BUF (our choice; nginx's access_log buffer= is commonly 32k-64k).
+ACCESS_LOG_BUFFER = 64 * 1024
 # How often the config file's modification time is checked for hot reload.
 WATCH_INTERVAL = 1.0
 # After a reload, how long past the drain timeout to wait before re-freezing the heap: the old
@@ -63,6 +76,31 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("config", nargs="?", help="config file (default: the embedded demo)")
     parser.add_argument("--workers", type=int, help="override server.workers")
     parser.add_argument("--no-watch", action="store_true", help="don't reload on file change")
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get("HEADWAY_ADMIN_TOKEN") or None,
+        help="the admin API's bearer token, needed for its write actions (default: "
+        "$HEADWAY_ADMIN_TOKEN; overrides server.admin_token)",
+    )
+    parser.add_argument(
+        "--store",
+        default=os.environ.get("HEADWAY_STORE") or None,
+        help="serve config versions from this control store (sqlite:///PATH or "
+        "postgresql://...; default: $HEADWAY_STORE, else CONFIG's state.control_url); "
+        "CONFIG then only seeds an empty store",
+    )
+    parser.add_argument(
+        "--last-good",
+        default=os.environ.get("HEADWAY_LAST_GOOD") or DEFAULT_LAST_GOOD,
+        help="with a store: the file served when the store is unreachable, rewritten after "
+        "each version loads (default: $HEADWAY_LAST_GOOD or %(default)s)",
+    )
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=DEFAULT_POLL_INTERVAL,
+        help="with a store: seconds between checks for a new version (default: %(default)s)",
+    )
     return parser.parse_args(list(argv))
 
 
@@ -72,23 +110,64 @@ def serve_main(argv: Sequence[str]) -> int:
         level=os.environ.get("HEADWAY_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    token = args.admin_token
+    if token is not None and len(token) < ADMIN_TOKEN_MIN_CHARS:
+        print(
+            f"headway: --admin-token / $HEADWAY_ADMIN_TOKEN must be at least "
+            f"{ADMIN_TOKEN_MIN_CHARS} characters (e.g. from 'openssl rand -hex 32')",
+            file=sys.stderr,
+        )
+        return 1
     try:
-        config = load_config(args.config)
+        config = None if args.store else load_config(args.config)
+        url = args.store or (config.state.control_url if config and args.config else None)
+        start = None if url is None else _control_settings(args, url).preload()
     except ConfigError as error:
-        print(f"headway: invalid config {args.config or '(embedded)'}:", file=sys.stderr)
+        print(f"headway: invalid config {error.source or '(embedded)'}:", file=sys.stderr)
         print(str(error), file=sys.stderr)
         return 1
     except OSError as error:
         print(f"headway: cannot read config: {error}", file=sys.stderr)
         return 1
+    except (NoActiveConfig, StoreError) as error:
+        print(f"headway: no config to serve: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # a store URL no backend understands
+        print(f"headway: {error}", file=sys.stderr)
+        return 1
+    if start is not None:
+        config = start.config
+    assert config is not None
     workers = args.workers or config.server.workers
     if workers > 1:
-        return _supervise(args, workers)
-    return _run_worker(args.config, config, watch=not args.no_watch, reuse_port=False)
+        return _supervise(args, workers, start)
+    path = None if start is not None else args.config
+    return _run_worker(
+        path,
+        config,
+        watch=not args.no_watch,
+        reuse_port=False,
+        start=start,
+        admin_token=args.admin_token,
+    )
 
 
-def _run_worker(path: str | None, config: GatewayConfig, *, watch: bool, reuse_port: bool) -> int:
-    main = _worker(path, config, watch=watch, reuse_port=reuse_port)
+def _control_settings(args: argparse.Namespace, url: str) -> ControlSettings:
+    return ControlSettings(url, args.last_good, args.poll, args.config)
+
+
+def _run_worker(
+    path: str | None,
+    config: GatewayConfig,
+    *,
+    watch: bool,
+    reuse_port: bool,
+    start: Startup | None = None,
+    admin_token: str | None = None,
+) -> int:
+    main = _worker(
+        path, config, watch=watch, reuse_port=reuse_port, start=start, admin_token=admin_token
+    )
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
@@ -96,19 +175,41 @@ def _run_worker(path: str | None, config: GatewayConfig, *, watch: bool, reuse_p
     return uvloop.run(main)
 
 
-async def _worker(path: str | None, config: GatewayConfig, *, watch: bool, reuse_port: bool) -> int:
+async def _worker(
+    path: str | None,
+    config: GatewayConfig,
+    *,
+    watch: bool,
+    reuse_port: bool,
+    start: Startup | None = None,
+    admin_token: str | None = None,
+) -> int:
+    """Serve ``config``; with ``start`` (store mode), follow the store it came from instead of
+    the file at ``path``."""
     from ._app import ACCESS_LOGGER, Gateway
 
     # Access-log lines go to stderr through their own write buffer (flushed every second by the
     # gateway) rather than through logging, which costs ~5x more per line, or sys.stderr.buffer,
     # which is unbuffered (a syscall per line). HEADWAY_LOG_LEVEL above INFO silences them.
-    # The buffer is PIPE_BUF: each flush is one write(2) of whole lines, atomic on a pipe, so
-    # workers sharing stderr never interleave inside a line.
+    # Each flush is one write(2) of whole lines, so workers sharing stderr never interleave
+    # inside a line: on a pipe or socket the buffer is PIPE_BUF (larger writes to a pipe are
+    # not atomic); on a file, where one write(2) is never split, it is ACCESS_LOG_BUFFER.
     sink: io.BufferedWriter | None = None
     if logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO):
-        raw = io.FileIO(sys.stderr.fileno(), "wb", closefd=False)
-        sink = io.BufferedWriter(raw, buffer_size=select.PIPE_BUF)
-    gateway = Gateway(config, reuse_port=reuse_port, access_log_sink=sink)
+        fd = sys.stderr.fileno()
+        raw = io.FileIO(fd, "wb", closefd=False)
+        size = ACCESS_LOG_BUFFER if stat.S_ISREG(os.fstat(fd).st_mode) else select.PIPE_BUF
+        sink = io.BufferedWriter(raw, buffer_size=size)
+    # Rollout state lives in the store the config versions come from, when there is one.
+    store_url = start.settings.url if start is not None and start.settings is not None else None
+    gateway = Gateway(
+        config,
+        reuse_port=reuse_port,
+        access_log_sink=sink,
+        config_path=path,
+        control_url=store_url,
+        admin_token=admin_token,
+    )
     try:
         await gateway.start()
     except OSError as error:  # typically the port is taken: say so, without a traceback
@@ -124,9 +225,20 @@ async def _worker(path: str | None, config: GatewayConfig, *, watch: bool, reuse
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
-    watcher = asyncio.create_task(_watch(path, reload_requested)) if watch and path else None
-    reloader = asyncio.create_task(_reload_loop(gateway, path, reload_requested))
+    refreezer = _Refreezer()
+    # A reload through the admin API thaws and re-freezes the heap like SIGHUP's.
+    gateway.admin.after_reload = lambda: refreezer.reloaded(gateway.config)
+    control = None
+    if start is not None:  # config versions: poll the store; SIGHUP polls at once
+        control = start.plane()
+        control.after_reload = refreezer.reloaded
+        control.attach(gateway)
+        loop.add_signal_handler(signal.SIGHUP, control.poke)
+        watcher = reloader = None
+    else:
+        loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+        watcher = asyncio.create_task(_watch(path, reload_requested)) if watch and path else None
+        reloader = asyncio.create_task(_reload_loop(gateway, path, reload_requested, refreezer))
     await stop.wait()
     log.info("draining for up to %.0fs", gateway.config.server.drain_timeout)
     for task in (watcher, reloader):
@@ -134,6 +246,8 @@ async def _worker(path: str | None, config: GatewayConfig, *, watch: bool, reuse
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+    if control is not None:
+        await control.aclose()
     await gateway.stop(gateway.config.server.drain_timeout)
     log.info("stopped")
     return 0
@@ -157,11 +271,32 @@ def _mtime(file: Path) -> float:
         return -1.0
 
 
-async def _reload_loop(gateway: object, path: str | None, reload_requested: asyncio.Event) -> None:
+class _Refreezer:
+    """After a reload: thaw the heap, then freeze it again once the old runtime is retired."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def reloaded(self, config: GatewayConfig) -> None:
+        # The retiring runtime was frozen at startup (or at the last re-freeze): thaw the heap
+        # so its reference cycles can be collected once it is retired, then freeze again after
+        # the retirement (a newer reload restarts the wait).
+        gc.unfreeze()
+        self.cancel()
+        delay = config.server.drain_timeout + REFREEZE_MARGIN
+        self._task = asyncio.create_task(_refreeze_after(delay))
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def _reload_loop(
+    gateway: object, path: str | None, reload_requested: asyncio.Event, refreezer: _Refreezer
+) -> None:
     from ._app import Gateway
 
     assert isinstance(gateway, Gateway)
-    refreeze: asyncio.Task[None] | None = None
     try:
         while True:
             await reload_requested.wait()
@@ -177,17 +312,9 @@ async def _reload_loop(gateway: object, path: str | None, reload_requested: asyn
                 log.exception("reload failed, still serving the previous config")
             else:
                 log.info("config reloaded")
-                # The retiring runtime was frozen at startup (or at the last re-freeze): thaw
-                # the heap so its reference cycles can be collected once it is retired, then
-                # freeze again after the retirement (a newer reload restarts the wait).
-                gc.unfreeze()
-                if refreeze is not None:
-                    refreeze.cancel()
-                delay = config.server.drain_timeout + REFREEZE_MARGIN
-                refreeze = asyncio.create_task(_refreeze_after(delay))
+                refreezer.reloaded(config)
     finally:
-        if refreeze is not None:
-            refreeze.cancel()
+        refreezer.cancel()
 
 
 async def _refreeze_after(delay: float) -> None:
@@ -195,7 +322,7 @@ async def _refreeze_after(delay: float) -> None:
     _freeze_heap()
 
 
-def _supervise(args: argparse.Namespace, workers: int) -> int:
+def _supervise(args: argparse.Namespace, workers: int, start: Startup | None = None) -> int:
     """Fork ``workers`` processes sharing the port (SO_REUSEPORT), forward signals to them, and
     replace a worker that dies on its own (a crash, an OOM kill) so capacity comes back.
 
@@ -203,8 +330,11 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
     as it is now (the last good one if it no longer loads). More than ``MAX_RESTARTS`` deaths
     within ``RESTART_WINDOW`` seconds is a crash loop: the supervisor stops the rest and exits 1
     rather than fork forever (the restart intensity rule of Erlang/OTP supervisors).
+    With ``start`` (store mode) each worker follows the store itself, and a replacement starts
+    from the store's latest version (or the last known good file).
     """
-    config = load_config(args.config)
+    config = load_config(args.config) if start is None else start.config
+    path = args.config if start is None else None
     children: set[int] = set()
     stopping = False
 
@@ -213,7 +343,14 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
         if pid == 0:  # pragma: no cover - runs in the child
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            code = _run_worker(args.config, current, watch=not args.no_watch, reuse_port=True)
+            code = _run_worker(
+                path,
+                current,
+                watch=not args.no_watch,
+                reuse_port=True,
+                start=start,
+                admin_token=args.admin_token,
+            )
             os._exit(code)
         children.add(pid)
 
@@ -251,7 +388,11 @@ def _supervise(args: argparse.Namespace, workers: int) -> int:
             code = 1
             continue
         log.error("worker %d exited unexpectedly (code %d): starting a new one", pid, exit_code)
-        with contextlib.suppress(ConfigError, OSError):
-            config = load_config(args.config)
+        with contextlib.suppress(ConfigError, OSError, NoActiveConfig, StoreError):
+            if start is not None and start.settings is not None:
+                start = start.settings.preload()
+                config = start.config
+            else:
+                config = load_config(args.config)
         spawn(config)
     return code

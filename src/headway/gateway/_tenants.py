@@ -430,6 +430,25 @@ class TenantGuards:
         state = self._states.get(tenant)
         return 0 if state is None else state.inflight
 
+    def used(self, tenant: str) -> tuple[float | None, float | None]:
+        """How much of ``tenant``'s RPM and TPM quotas is in use now, for the admin API: the
+        GCRA bucket's level, ``(TAT - now) / T`` units of its burst (one minute's worth), which
+        drains continuously. None for a quota the tenant does not have, or when the store is
+        not in this process (reading Redis from a status page is not worth a round trip)."""
+        state = self._states.get(tenant)
+        store = self._store
+        if state is None or not isinstance(store, MemoryStore):
+            return None, None
+        now = self._clock.now()
+
+        def level(limiter: RateLimiter | None, key: str) -> float | None:
+            if limiter is None:
+                return None
+            tat = store.tat(key)
+            return 0.0 if tat is None else max(0.0, tat - now) / limiter.emission_interval
+
+        return level(state.rpm, state.rpm_key), level(state.tpm, state.tpm_key)
+
     def snapshot(self) -> dict[str, float]:
         return {
             "tenants": len(self._states),

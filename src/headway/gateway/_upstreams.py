@@ -38,6 +38,7 @@ from headway.guard import AIMDLimit, CircuitBreaker, FixedLimit, Gradient2Limit,
 from headway.guard.breaker import BreakerConfig
 from headway.guard.concurrency import is_overload_signal
 from headway.http.client import UpstreamPool, UpstreamResponse
+from headway.observe import AttemptSpan, GatewayTracer
 
 from ._errors import UpstreamHttpError
 from .balance import Endpoint as Slot
@@ -174,11 +175,13 @@ class Pool:
         clock: Clock = REAL_CLOCK,
         hooks: Hooks = NO_HOOKS,
         on_attempt: AttemptObserver | None = None,
+        tracer: GatewayTracer | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self._clock = clock
         self._on_attempt = on_attempt
+        self._tracer = tracer
         self.gauges: list[LimitGauges] = []
         self._waiters: deque[asyncio.Future[None]] = deque()
         t = config.timeouts
@@ -249,6 +252,10 @@ class Pool:
         start = slot.start()
         deadline = min(current_context().deadline, start + self.total_timeout)
         response: UpstreamResponse | None = None
+        span: AttemptSpan | None = None
+        if self._tracer is not None:  # the attempt's own traceparent replaces the caller's
+            span = self._tracer.attempt(self.name, ep.breaker.name, ep.url, path)
+            headers = span.inject(headers)
         try:
             response = await ep.client.request(
                 "POST",
@@ -276,6 +283,8 @@ class Pool:
                 self._finish(slot, permit, start, inflight, None, False)
                 if self._on_attempt is not None:
                     self._on_attempt(ep.breaker.name, status, self._clock.now() - start)
+                if span is not None:
+                    span.answered(status)
                 return Reply(
                     status, data, response.header(b"content-type") or _JSON, ep.breaker.name
                 )
@@ -284,10 +293,14 @@ class Pool:
             self._finish(slot, permit, start, inflight, None, False)
             if self._on_attempt is not None:
                 self._on_attempt(ep.breaker.name, 200, self._clock.now() - start)
+            if span is not None:
+                span.answered(200)
             assert response is not None
             await response.aclose()
             return Reply(200, b"", b"text/event-stream", ep.breaker.name)
         except BaseException as error:
+            if span is not None:
+                span.fail(error)
             if isinstance(error, Exception):
                 self._finish(slot, permit, start, inflight, error, False)
                 if self._on_attempt is not None:
@@ -302,6 +315,8 @@ class Pool:
             self._on_attempt(ep.breaker.name, 200, self._clock.now() - start)
         # Only a stream needs its outcome recorded later, so only it pays for a partial.
         finish = functools.partial(self._finish, slot, permit, start, inflight)
+        if span is not None:  # the attempt's span ends with its stream
+            return StreamReply(response, first, ep.breaker.name, span.wrap_finish(finish))
         return StreamReply(response, first, ep.breaker.name, finish)
 
     def _finish(

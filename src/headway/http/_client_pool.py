@@ -61,6 +61,8 @@ _METHODS = {m: m.encode() for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HE
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 # Bodies larger than this go out in a second write rather than being copied into the head.
 _JOIN_BODY_BELOW = 64 * 1024
+# Request heads remembered per (method, path); a gateway pool uses three or four paths.
+_MAX_CACHED_HEADS = 32
 
 
 class UpstreamPool:
@@ -125,6 +127,7 @@ class UpstreamPool:
         ):
             raise ValueError("default_headers must not contain CR or LF")
         self._base_path = origin.base_path
+        self._heads: dict[tuple[bytes, str | bytes], tuple[list[Header], bytes]] = {}
         self._idle: list[UpstreamConnection] = []
         self._conns: set[UpstreamConnection] = set()
         self._waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
@@ -219,13 +222,23 @@ class UpstreamPool:
     def _encode(
         self, method: bytes, path: str | bytes, headers: Sequence[Header], body: bytes
     ) -> tuple[bytes, bytes]:
-        """The request head (with the body when small) and the body to write after it."""
+        """The request head (with the body when small) and the body to write after it.
+
+        A gateway sends the same head, up to ``content-length``, on nearly every request of a
+        route, so the last head built per (method, path) is kept with its headers and reused
+        when they are equal (one list comparison instead of building and re-validating it)."""
+        size = len(body)
+        if size or method in _BODY_METHODS:
+            cached = self._heads.get((method, path))
+            if cached is not None and cached[0] == headers:
+                if size < _JOIN_BODY_BELOW:
+                    return b"%b%d\r\n\r\n%b" % (cached[1], size, body), b""
+                return b"%b%d\r\n\r\n" % (cached[1], size), body
         target = path.encode("latin-1") if isinstance(path, str) else path
         parts = [method, b" ", self._base_path, target, self._fixed]
         for name, value in headers:
             parts += (name, _SEP, value, _CRLF)
         lines = self._fixed_lines + len(headers) + 1
-        size = len(body)
         if size or method in _BODY_METHODS:
             lines += 1
             parts += (_CONTENT_LENGTH, b"%d" % size, _END_HEAD)
@@ -243,6 +256,12 @@ class UpstreamPool:
             raise ValueError("request path and headers must not contain CR or LF")
         if b" " in target:
             raise ValueError("request path must not contain spaces (percent-encode them)")
+        if size or method in _BODY_METHODS:
+            # Validated above: everything before the length's digits, for the next request.
+            prefix = data[: data.rindex(_CONTENT_LENGTH, 0, head) + len(_CONTENT_LENGTH)]
+            if len(self._heads) >= _MAX_CACHED_HEADS:
+                self._heads.clear()
+            self._heads[(method, path)] = (list(headers), prefix)
         return data, extra
 
     # ---- connections ----------------------------------------------------------------------

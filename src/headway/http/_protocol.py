@@ -60,6 +60,9 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _LINGER_RESET = struct.pack("ii", 1, 0)
+# A kept-alive HTTP/1.1 answer with a body and no extra headers: status line, content type,
+# date line, length, body.
+_PLAIN_ANSWER = b"%bcontent-type: %b\r\n%bcontent-length: %d\r\n\r\n%b"
 _INTERNAL = error_response(500, "internal server error", code="internal_error")
 
 # What a timed-out phase does: answer 408 and close, or close silently (idle keep-alive).
@@ -464,6 +467,20 @@ class HttpProtocol(asyncio.Protocol):
             return
         status = response.status
         body = response.body
+        if (
+            keep_alive
+            and not response.headers
+            and 200 <= status < 300
+            and status != 204
+            and request.http_version == "1.1"
+            and request.method != "HEAD"
+        ):
+            # The common answer: the same bytes as below, in one formatting step.
+            transport.write(
+                _PLAIN_ANSWER
+                % (status_line(status), response.content_type, self._state.date, len(body), body)
+            )
+            return
         parts = self._head(
             status,
             response.content_type,

@@ -319,6 +319,45 @@ async def test_workers_that_keep_dying_stop_the_supervisor(tmp_path: Path) -> No
     assert b"workers keep dying" in out
 
 
+async def _admin_post(port: int, path: str, token: str | None) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = b"" if token is None else b"authorization: Bearer %b\r\n" % token.encode()
+    try:
+        writer.write(
+            b"POST %b HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n%b"
+            b"content-length: 0\r\n\r\n" % (path.encode(), auth)
+        )
+        raw = await asyncio.wait_for(reader.read(), 10.0)
+    finally:
+        writer.close()
+    return int(raw.split(b" ", 2)[1])
+
+
+async def test_admin_token_from_the_environment_opens_write_actions(
+    serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "env-token-0123456789"
+    monkeypatch.setenv("HEADWAY_ADMIN_TOKEN", token)
+    admin = free_port()
+    served = await serve(config_data(free_port(), admin), "--no-watch")  # no admin_token in it
+    assert await _admin_post(admin, "/api/reload", None) == 401
+    assert await _admin_post(admin, "/api/reload", "wrong-token-0123456789") == 401
+    assert await _admin_post(admin, "/api/reload", token) == 200
+    assert token not in served.log()
+
+
+def test_a_short_admin_token_is_refused_before_serving() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "headway", "serve", "--admin-token", "short"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "--admin-token" in done.stderr
+    assert "at least 16 characters" in done.stderr
+
+
 # -- reload --------------------------------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ class Endpoint(Generic[P]):
         "breaker_until",
         "clock",
         "consecutive_failures",
+        "drained",
         "ejected_until",
         "ewma",
         "failures",
@@ -104,6 +105,9 @@ class Endpoint(Generic[P]):
         self.times_ejected = 0
         #: The breaker refuses calls while ``now < breaker_until`` (``inf`` when forced open).
         self.breaker_until = -_INF
+        #: Drained by an operator: picked for no new request (in-flight ones finish); set
+        #: through :meth:`EndpointSet.drain` so the candidate list is rebuilt.
+        self.drained = False
         # Set by the owning EndpointSet: the ejection threshold and who to tell on reaching it.
         self._eject_after = 0
         self._on_streak: Callable[[Endpoint[P]], None] | None = None
@@ -184,6 +188,7 @@ class Endpoint(Generic[P]):
             "times_ejected": float(self.times_ejected),
             "weight": self.weight,
             "available": 1.0 if self.available_at(now) else 0.0,
+            "drained": 1.0 if self.drained else 0.0,
             "requests": float(self.requests),
             "failures": float(self.failures),
             "consecutive_failures": float(self.consecutive_failures),

@@ -9,10 +9,12 @@ a clock read, a comparison and the strategy's own work.
 Panic mode (Envoy ``panic_threshold``, default 50%, ref §1.9): when fewer than that share of
 the endpoints are available, health is ignored and traffic spreads over all of them, because
 sending everything to the few survivors would overload them too and traffic must never go to
-zero. Guarantees: ``pick()`` returns ``None`` only for an empty set; readmission happens at
-exactly the ejection's end time; events go to ``hooks`` with kind ``"balancer"``: ``ejected``
-(value: seconds out), ``readmitted``, ``ejection_overflow`` (the cap stopped an ejection)
-under ``pool/endpoint``, and ``panic`` (value 1 on entering, 0 on leaving) under the pool name.
+zero. Drained endpoints (:meth:`EndpointSet.drain`) are never candidates, not even in panic.
+Guarantees: ``pick()`` returns ``None`` only for an empty set or when every endpoint is
+drained; readmission happens at exactly the ejection's end time; events go to ``hooks`` with
+kind ``"balancer"``: ``ejected`` (value: seconds out), ``readmitted``, ``ejection_overflow``
+(the cap stopped an ejection), ``drained``, ``undrained`` under ``pool/endpoint``, and
+``panic`` (value 1 on entering, 0 on leaving) under the pool name.
 """
 
 from __future__ import annotations
@@ -140,6 +142,29 @@ class EndpointSet(Generic[P]):
         self._candidates = []
         self._invalidate()
 
+    def drain(self, name: str) -> Endpoint[P]:
+        """Send no new request to ``name``; requests already there finish (Envoy's
+        ``/drain_listeners`` and Kubernetes' endpoint termination do the same at their level).
+
+        A drained endpoint is left out of the candidates even in panic mode, and panic is
+        judged over the endpoints not drained: draining is an operator's intent, not ill
+        health. Draining every endpoint leaves nothing to pick (``pick()`` returns ``None``)."""
+        return self._set_drained(name, True)
+
+    def undrain(self, name: str) -> Endpoint[P]:
+        """Put a drained endpoint back in rotation (a no-op for one that is not drained)."""
+        return self._set_drained(name, False)
+
+    def _set_drained(self, name: str, drained: bool) -> Endpoint[P]:
+        ep = self[name]
+        if ep.drained != drained:
+            ep.drained = drained
+            self._hooks.on_event(
+                self.kind, ep.qualified_name, "drained" if drained else "undrained", 1.0
+            )
+            self._invalidate()
+        return ep
+
     def __getitem__(self, name: str) -> Endpoint[P]:
         for ep in self._all:
             if ep.name == name:
@@ -194,20 +219,23 @@ class EndpointSet(Generic[P]):
                     still.append(ep)
             self._ejected = still
         next_check = _INF
+        serving = self._all
+        if any(ep.drained for ep in serving):
+            serving = [ep for ep in serving if not ep.drained]
         available: list[Endpoint[P]] = []
-        for ep in self._all:
+        for ep in serving:
             if ep.available_at(now):
                 available.append(ep)
             else:
                 until = max(ep.ejected_until, ep.breaker_until)
                 if until < next_check:
                     next_check = until
-        total = len(self._all)
+        total = len(serving)
         panic = total > 0 and len(available) * 100.0 < self.panic_threshold * total
         if panic != self.panic:
             self.panic = panic
             self._hooks.on_event(self.kind, self.name, "panic", 1.0 if panic else 0.0)
-        chosen = self._all if panic else available
+        chosen = serving if panic else available
         old = self._candidates
         if len(chosen) != len(old) or any(a is not b for a, b in zip(chosen, old, strict=True)):
             # A new list object only when membership changed: strategies key caches on it.
