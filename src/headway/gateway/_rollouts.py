@@ -66,7 +66,7 @@ log = logging.getLogger("headway.rollouts")
 #: Key prefix of rollout state documents in the control store (``rollout/<model>``).
 ROLLOUT_PREFIX = "rollout/"
 PROMOTED_STATUS = "promoted: update the config to make the canary pool stable"
-ABORTED_STATUS = "aborted: the canary gets no traffic"
+ABORTED_STATUS = "aborted, canary weight set to 0"
 #: The steps used when a start names none: Flagger's progressive shape (step up, analyse each
 #: step for one interval of its default 1m) from a small first step, as in bench/rollout.py.
 DEFAULT_ROLLOUT: dict[str, Any] = {
