@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from urllib.parse import quote
 
 import yaml
 
-from ._top import AdminError, admin_request
+from ._top import AdminError, add_admin_arguments, admin_request
 
 __all__ = ["render_rollout", "rollout_main"]
 
@@ -58,16 +57,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--reason", default="", help="pause/resume/promote/abort: why")
     parser.add_argument("--json", action="store_true", help="status: print the raw JSON")
-    parser.add_argument(
-        "--url",
-        default="http://127.0.0.1:8081",
-        help="the gateway's admin address (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("HEADWAY_ADMIN_TOKEN"),
-        help="admin token (default: $HEADWAY_ADMIN_TOKEN)",
-    )
+    add_admin_arguments(parser)
     args = parser.parse_args(list(argv))
     if args.command != "status" and not args.model:
         parser.error(f"{args.command} needs a MODEL")

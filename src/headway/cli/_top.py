@@ -44,10 +44,8 @@ class AdminError(Exception):
     """The admin API could not be read; the message says why and what to do."""
 
 
-def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="headway top", description="Live gateway numbers from the admin API."
-    )
+def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--url`` and ``--token``: how every admin-API command reaches the gateway."""
     parser.add_argument(
         "--url",
         default="http://127.0.0.1:8081",
@@ -58,6 +56,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         default=os.environ.get("HEADWAY_ADMIN_TOKEN"),
         help="admin token (default: $HEADWAY_ADMIN_TOKEN)",
     )
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="headway top", description="Live gateway numbers from the admin API."
+    )
+    add_admin_arguments(parser)
     parser.add_argument(
         "--interval", type=float, default=1.0, help="seconds between refreshes (default: 1)"
     )

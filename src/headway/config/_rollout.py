@@ -6,17 +6,15 @@ with the other cross-section references in ``_crossref``.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from ._base import Section
 from ._errors import ConfigIssue
+from ._keys import check_header_name, check_key_source
 
 __all__ = ["CanaryConfig", "ShadowConfig", "check_rollout_references"]
-
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class CanaryConfig(Section):
@@ -42,21 +40,12 @@ class CanaryConfig(Section):
     @field_validator("sticky")
     @classmethod
     def _check_sticky(cls, value: str) -> str:
-        if value in ("tenant", "user"):
-            return value
-        if value.startswith("header:"):
-            name = value[len("header:") :]
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"invalid header name {name!r}")
-            return "header:" + name.lower()
-        raise ValueError(f"expected 'tenant', 'user' or 'header:<name>', got {value!r}")
+        return check_key_source(value, ("tenant", "user"))
 
     @field_validator("override_header")
     @classmethod
     def _check_header(cls, value: str) -> str:
-        if not _HEADER_NAME.fullmatch(value):
-            raise ValueError(f"invalid header name {value!r}")
-        return value.lower()
+        return check_header_name(value)
 
 
 class ShadowConfig(Section):

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from headway.sim import FaultConfig, SimConfig
 
 from ._base import Section
+from ._keys import check_key_source
 from ._server import parse_host_port
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _SIM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # RFC 9110 token characters, the only ones a header name may contain.
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class SimFaultsConfig(Section):
@@ -180,14 +180,7 @@ class AffinityConfig(Section):
     @field_validator("key")
     @classmethod
     def _check_key(cls, value: str) -> str:
-        if value in ("user", "prompt_prefix"):
-            return value
-        if value.startswith("header:"):
-            name = value[len("header:") :]
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"invalid header name {name!r}")
-            return "header:" + name.lower()
-        raise ValueError(f"expected 'user', 'prompt_prefix' or 'header:<name>', got {value!r}")
+        return check_key_source(value, ("user", "prompt_prefix"))
 
 
 class PoolTimeoutsConfig(Section):

@@ -82,6 +82,18 @@ class VersionDraft:
     action: str = "config.apply"
     detail: Mapping[str, Any] = field(default_factory=dict)
 
+    def version(self, latest: ConfigVersion | None, created: float) -> ConfigVersion:
+        """The version this draft becomes on top of ``latest`` (the next number)."""
+        return ConfigVersion(
+            number=(latest.number if latest else 0) + 1,
+            author=self.author,
+            created=created,
+            message=self.message,
+            yaml_text=self.yaml_text,
+            sha256=sha256_text(self.yaml_text),
+            diff=tuple(self.diff),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:

@@ -25,7 +25,6 @@ from ._control import (
     ConfigVersion,
     StoreError,
     StoreUnavailable,
-    sha256_text,
     version_audit,
 )
 
@@ -187,15 +186,7 @@ class SqliteControlStore:
                 draft = build(latest)
                 if draft is None:
                     return None
-                version = ConfigVersion(
-                    number=(latest.number if latest else 0) + 1,
-                    author=draft.author,
-                    created=self._wall(),
-                    message=draft.message,
-                    yaml_text=draft.yaml_text,
-                    sha256=sha256_text(draft.yaml_text),
-                    diff=tuple(draft.diff),
-                )
+                version = draft.version(latest, self._wall())
                 conn.execute(
                     f"INSERT INTO config_versions ({_VERSION_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
