@@ -160,7 +160,9 @@ class EndpointConfig(Section):
     """Sent upstream as 'Authorization: Bearer ...'; write '${ENV_VAR}' to keep it out of the
     file."""
     max_connections: int = Field(default=64, ge=1)
-    """Keep-alive connections kept open to this endpoint at most."""
+    """Connections to this endpoint at most, busy or idle (kept alive between requests); a
+    request finding all of them busy waits for one, so keep it above the requests in flight
+    you expect per endpoint."""
 
     @field_validator("url")
     @classmethod
