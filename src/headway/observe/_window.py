@@ -26,8 +26,10 @@ from ._sketch import DEFAULT_ALPHA, DDSketch
 # (Prometheus' default scrape interval is 1 m and dashboards commonly use rate(...[1m])).
 DEFAULT_WINDOW = 60.0
 DEFAULT_SLICES = 6
-# Our choice: bounds the batch's memory (8 KiB of floats) while amortising the fold.
-BATCH = 1024
+# Our choice: the add that fills the batch folds it in one go (~0.2 us a value), so 64 keeps
+# that stall near 15 us per sketch while the per-value cost is the same as with a larger batch
+# (1024 put ~200 us per sketch, twice per request, on every 1024th request).
+BATCH = 64
 
 
 class SlidingSketch:

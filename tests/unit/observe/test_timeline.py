@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterable
 
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from headway.core import ManualClock
 from headway.observe import (
@@ -192,3 +195,39 @@ async def test_a_failing_read_is_skipped_not_fatal(clock: ManualClock) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+class _Exposed(Collector):
+    """Hides a family's type, so ``read_totals`` must go through ``collect()``."""
+
+    def __init__(self, family: Collector) -> None:
+        self._family = family
+
+    def collect(self) -> Iterable[Metric]:
+        return self._family.collect()
+
+
+def test_the_direct_read_equals_the_exposition_read(clock: ManualClock) -> None:
+    metrics = _metrics(clock)
+    families = (metrics.requests, metrics.duration, metrics.ttft)
+    empty = read_totals(*families)
+    assert empty == read_totals(*(_Exposed(f) for f in families))
+    assert empty.bounds == ()
+    assert empty.requests == 0.0
+    for status, reason, seconds in [
+        (200, "ok", 0.05),
+        (200, "ok", 3.0),
+        (502, "upstream_error", 0.2),
+        (503, "shed", 0.001),
+        (429, "rate_limited", 0.001),
+        (404, "model_not_found", 0.001),
+    ]:
+        metrics.request("chat", "m", "t", status, reason, seconds)
+    metrics.request("embeddings", "other-model", "t", 200, "ok", 120.0)
+    metrics.ttft.series(("m",)).observe(0.3)
+    direct = read_totals(*families)
+    assert direct == read_totals(*(_Exposed(f) for f in families))
+    assert (direct.requests, direct.errors, direct.refused) == (7.0, 1.0, 2.0)
+    assert direct.latency[-1] == 7.0
+    assert direct.ttft[-1] == 1.0
+    assert direct.bounds[-1] == math.inf
