@@ -22,6 +22,7 @@ from pathlib import Path
 
 from headway.config import ConfigError
 from headway.rollout import (
+    DEFAULT_LAST_GOOD,
     ConcurrentChange,
     ConfigVersions,
     LastKnownGood,
@@ -32,8 +33,6 @@ from headway.rollout import (
 from headway.store import DEFAULT_STORE_URL, ConfigVersion, StoreError, open_control_store
 
 __all__ = ["CONFIG_USAGE", "config_versions_main"]
-
-DEFAULT_LAST_GOOD = "headway-last-good.yaml"
 
 CONFIG_USAGE = """usage: headway config COMMAND [ARGS]
 

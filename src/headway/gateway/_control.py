@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from headway.config import ConfigError, GatewayConfig, parse_config
 from headway.core import REAL_CLOCK, Clock
 from headway.rollout import (
+    DEFAULT_LAST_GOOD,
     ApplyResult,
     ConfigVersions,
     LastKnownGood,
@@ -73,8 +74,6 @@ log = logging.getLogger("headway.control")
 #: reaches every instance within ~2 s, and the query is one primary-key max() (microseconds on
 #: SQLite, one round trip on PostgreSQL), so even hundreds of instances cost the store little.
 DEFAULT_POLL_INTERVAL = 2.0
-#: The last known good file, as ``headway config apply`` writes it by default.
-DEFAULT_LAST_GOOD = "headway-last-good.yaml"
 #: Who a seeded version is attributed to in history and the audit log.
 SEED_AUTHOR = "headway serve"
 

@@ -27,7 +27,7 @@ from ._flags import (
     Resolution,
 )
 from ._judge import AnalysisResult, MetricResult, MetricVerdict, Verdict, judge
-from ._last_good import LastKnownGood, SavedConfig
+from ._last_good import DEFAULT_LAST_GOOD, LastKnownGood, SavedConfig
 from ._spec import (
     AnalysisSpec,
     AnalysisStep,
@@ -73,6 +73,7 @@ from ._window import DEFAULT_SAMPLE_CAPACITY, Reservoir, SideRecorder, SideWindo
 __all__ = [
     "BUCKETS",
     "DEFAULT_IGNORED_FIELDS",
+    "DEFAULT_LAST_GOOD",
     "DEFAULT_SAMPLE_CAPACITY",
     "DIMENSIONS",
     "TARGETING_KEY_ATTRIBUTE",

@@ -18,7 +18,11 @@ from pathlib import Path
 
 from headway.store import ConfigVersion, sha256_text
 
-__all__ = ["LastKnownGood", "SavedConfig"]
+__all__ = ["DEFAULT_LAST_GOOD", "LastKnownGood", "SavedConfig"]
+
+#: The last known good file, relative to the working directory, where ``headway config apply``
+#: writes it and ``headway serve --store`` reads it unless told otherwise.
+DEFAULT_LAST_GOOD = "headway-last-good.yaml"
 
 _HEADER = "# headway last-known-good: version={number} sha256={sha256}\n"
 _HEADER_RE = re.compile(r"# headway last-known-good: version=(\d+) sha256=([0-9a-f]{64})\n")
