@@ -61,7 +61,8 @@ def config_versions_main(command: str, argv: Sequence[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:  # files are read before the event loop starts (no blocking I/O inside it)
         paths = [args.file] if command == "apply" else getattr(args, "operands", [])
-        args.files = {p: Path(p).read_text("utf-8") for p in paths if not p.isdigit()}
+        files = [p for p in paths if not (p.isascii() and p.isdigit())]  # digits: a version
+        args.files = {p: Path(p).read_text("utf-8") for p in files}
     except (OSError, UnicodeDecodeError) as exc:
         print(f"headway config {command}: cannot read {exc}", file=sys.stderr)
         return 1
@@ -149,9 +150,20 @@ def _user() -> str:
 
 
 def _version_number(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    number = _as_version(text)
+    if number is None:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return int(text)
+    return number
+
+
+def _as_version(text: str) -> int | None:
+    """``text`` as a version number, else None: ASCII digits only (isdigit also takes
+    superscripts, which int() refuses), at most the stores' BIGINT maximum (a larger number
+    overflows the SQLite/PostgreSQL driver)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if 1 <= number <= 2**63 - 1 else None
 
 
 async def _apply(versions: ConfigVersions, args: argparse.Namespace) -> int:
@@ -247,8 +259,11 @@ async def _resolve(
     versions: ConfigVersions, operand: str, files: dict[str, str]
 ) -> tuple[str, str]:
     """A version number or a file (read already) -> (label, YAML text)."""
-    if operand.isdigit():
-        return f"version {operand}", (await versions.get(int(operand))).yaml_text
+    if operand.isascii() and operand.isdigit():
+        number = _as_version(operand)
+        if number is None:
+            raise VersionNotFound(f"no config version {operand}: versions are numbered from 1")
+        return f"version {operand}", (await versions.get(number)).yaml_text
     return operand, files[operand]
 
 

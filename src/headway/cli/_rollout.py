@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import yaml
 
-from ._top import AdminError, add_admin_arguments, admin_request
+from ._top import NOT_ADMIN, AdminError, add_admin_arguments, admin_request
 
 __all__ = ["render_rollout", "rollout_main"]
 
@@ -90,11 +90,17 @@ def rollout_main(argv: Sequence[str]) -> int:
         return 1
     if args.json:
         print(json.dumps(document, indent=2))
-    elif "rollouts" in document:
-        rollouts = document["rollouts"]
-        print("\n\n".join(render_rollout(r) for r in rollouts) if rollouts else "no rollouts")
-    else:
-        print(render_rollout(document))
+        return 0
+    try:
+        if "rollouts" in document:
+            rollouts = document["rollouts"]
+            text = "\n\n".join(render_rollout(r) for r in rollouts) if rollouts else "no rollouts"
+        else:
+            text = render_rollout(document)
+    except (KeyError, TypeError, AttributeError, ValueError):  # JSON, but not a rollout's
+        print(f"headway rollout {args.command}: {args.url} {NOT_ADMIN}", file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 

@@ -9,6 +9,7 @@ stdout is a terminal and ``NO_COLOR`` is unset (no-color.org).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -73,6 +74,12 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+_EXAMPLE_URL = "e.g. http://127.0.0.1:8081, server.admin_listen"
+_IS_ADMIN = f"is it a Headway admin port ({_EXAMPLE_URL})?"
+#: Said when an answer is JSON but not the admin API's (another service on that port).
+NOT_ADMIN = "answered, but not like the Headway admin API: " + _IS_ADMIN
+
+
 def _get(url: str, token: str | None, *, optional: bool = False) -> Any:
     return admin_request(url, token, optional=optional)
 
@@ -89,16 +96,21 @@ def admin_request(
     """One admin API call: JSON in (``body``), JSON out; ``AdminError`` saying what went wrong
     (with the gateway's own error message) otherwise. ``optional``: a 404 returns None."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Accept": "application/json", **(headers or {})}
-    )
+    if not url.lower().startswith(("http://", "https://")):  # urllib: "unknown url type"
+        raise AdminError(f"bad admin URL {url!r}: it starts with http:// ({_EXAMPLE_URL})")
+    try:
+        request = urllib.request.Request(
+            url, data=data, method=method, headers={"Accept": "application/json", **(headers or {})}
+        )
+    except ValueError as error:  # no scheme, a broken IPv6 literal, ...
+        raise AdminError(f"bad admin URL {url!r}: {error} ({_EXAMPLE_URL})") from None
     if data is not None:
         request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
-            return json.loads(answer.read())
+            raw = answer.read()
     except urllib.error.HTTPError as error:
         if optional and error.code == 404:
             return None
@@ -115,6 +127,13 @@ def admin_request(
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise AdminError(f"cannot reach {url}: {reason}") from None
+    except (ValueError, http.client.HTTPException) as error:  # e.g. a port that speaks no HTTP
+        kind = type(error).__name__
+        raise AdminError(f"{url} gave no valid HTTP answer ({kind}): {_IS_ADMIN}") from None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise AdminError(f"{url} did not answer JSON: {_IS_ADMIN}") from None
 
 
 def fetch(url: str, token: str | None) -> tuple[Any, Any, Any]:
@@ -303,12 +322,20 @@ def render(
 # -- the command ---------------------------------------------------------------------------
 
 
+def _frame(url: str, token: str | None, *, color: bool) -> str:
+    documents = fetch(url, token)
+    try:
+        return render(*documents, url=url, width=_width(), color=color)
+    except (KeyError, TypeError, AttributeError, ValueError):  # JSON, but not the admin API's
+        raise AdminError(f"{url} {NOT_ADMIN}") from None
+
+
 def top_main(argv: Sequence[str]) -> int:
     args = _parse(argv)
     out = sys.stdout
     if args.once:
         try:
-            frame = render(*fetch(args.url, args.token), url=args.url, width=_width())
+            frame = _frame(args.url, args.token, color=False)
         except AdminError as error:
             print(f"headway top: {error}", file=sys.stderr)
             return 1
@@ -319,9 +346,7 @@ def top_main(argv: Sequence[str]) -> int:
     try:
         while True:
             try:
-                frame = render(
-                    *fetch(args.url, args.token), url=args.url, width=_width(), color=color
-                )
+                frame = _frame(args.url, args.token, color=color)
             except AdminError as error:
                 frame = f"headway top  {args.url}\n\n{error}\n(retrying every {args.interval:g}s)\n"
             lines = frame.split("\n")

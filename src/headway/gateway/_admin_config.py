@@ -52,6 +52,8 @@ _JSON = b"application/json"
 _YAML = b"application/yaml; charset=utf-8"
 #: Who made a change through the API when the caller does not say (the token is shared).
 DEFAULT_AUTHOR = "admin-api"
+#: The largest version number a store holds (a signed 64-bit integer column).
+_MAX_VERSION = 2**63 - 1
 
 
 class NoControlStore(GatewayError):
@@ -126,10 +128,11 @@ class ConfigApi:
     async def version(self, request: Request) -> Response:
         control = self._control()
         raw = request.path[len(VERSIONS_PREFIX) :]
-        if not raw.isdigit() or int(raw) < 1:
+        number = _version_number(raw)
+        if number is None:
             raise NotFound(f"no config version {raw!r}: versions are numbered from 1")
         with _store_errors():
-            version = await control.versions.get(int(raw))
+            version = await control.versions.get(number)
         return Response(
             200,
             version.yaml_text.encode(),
@@ -220,7 +223,7 @@ class ConfigApi:
         version = _positive(request, "version")
         if body is not None and body.get("version") is not None:
             raw = body["version"]
-            if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
+            if not _is_version(raw):
                 raise _bad("version must be a positive integer", "version")
             version = raw
         author = _field(request, body, "author") or DEFAULT_AUTHOR
@@ -242,7 +245,7 @@ class ConfigApi:
         body = _json_body(request) if _is_json(request) else None
         if body is not None and body.get("version") is not None:
             number = body["version"]
-            if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            if not _is_version(number):
                 raise _bad("version must be a positive integer", "version")
             with _store_errors():
                 text = (await control.versions.get(number)).yaml_text
@@ -345,10 +348,25 @@ def _positive(request: Request, name: str) -> int | None:
     values = parse_qs(request.query).get(name)
     if not values:
         return None
-    raw = values[-1]
-    if not raw.isdigit() or int(raw) < 1:
+    number = _version_number(values[-1])
+    if number is None:
         raise _bad(f"{name} must be a positive integer", name)
-    return int(raw)
+    return number
+
+
+def _version_number(raw: str) -> int | None:
+    """``raw`` as a positive integer the store can hold, else None. ASCII digits only
+    (``str.isdigit`` also accepts e.g. superscripts, which ``int`` refuses), and at most
+    SQLite's and PostgreSQL's BIGINT maximum (a larger number overflows the driver)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        return None
+    number = int(raw)
+    return number if 1 <= number <= _MAX_VERSION else None
+
+
+def _is_version(value: Any) -> bool:
+    """A JSON ``version`` a store can hold (not a bool, not past BIGINT)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_VERSION
 
 
 def _weight(request: Request, body: dict[str, Any] | None) -> float:
@@ -361,7 +379,7 @@ def _weight(request: Request, body: dict[str, Any] | None) -> float:
         raw = None if header is None else header.decode("latin-1")
     try:
         weight = float(raw) if raw is not None and not isinstance(raw, bool) else None
-    except ValueError:
+    except (TypeError, ValueError):  # e.g. a JSON list, or a header that is no number
         weight = None
     if weight is None or not 0.0 <= weight <= 100.0:
         raise _bad("weight (percent of tenants, 0..100) is required", "weight")
@@ -389,7 +407,7 @@ def _field(request: Request, body: dict[str, Any] | None, name: str) -> str | No
         value = body[name]
         if value is not None and not isinstance(value, str):
             raise _bad(f"{name} must be a string", name)
-        return value
+        return None if value is None else value.strip()  # as the header: blank is no reason
     header = request.headers.get(b"x-headway-" + name.encode())
     return None if header is None else header.decode("utf-8", "replace").strip()
 

@@ -25,6 +25,7 @@ import contextlib
 import gc
 import io
 import logging
+import math
 import os
 import select
 import signal
@@ -71,6 +72,18 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
+def _poll_seconds(text: str) -> float:
+    """A positive, finite number of seconds: 0 or less would poll the store in a busy loop,
+    NaN or infinity never (``float`` alone accepts all of them)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
+
+
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="headway serve", description="Run the gateway.")
     parser.add_argument("config", nargs="?", help="config file (default: the embedded demo)")
@@ -97,7 +110,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--poll",
-        type=float,
+        type=_poll_seconds,
         default=DEFAULT_POLL_INTERVAL,
         help="with a store: seconds between checks for a new version (default: %(default)s)",
     )

@@ -141,12 +141,21 @@ def default_metrics() -> tuple[MetricSpec, ...]:
     )
 
 
+#: The shortest analysis window, in seconds (our choice): a shorter one holds too few requests
+#: to judge, and an interval near 0 had the controller judge in a busy loop (30k decisions, one
+#: core, in 2 s).
+MIN_INTERVAL = 1.0
+#: The most steps a rollout may have (our choice): weights are whole percents, so 100 steps
+#: already reach every one; longer specs are mistakes that bloat the status and saved state.
+MAX_STEPS = 100
+
+
 class AnalysisSpec(_Section):
     """How canary and baseline are compared, and what the controller does with the verdict."""
 
     metrics: tuple[MetricSpec, ...] = Field(default_factory=default_metrics, min_length=1)
     """Metrics compared each interval."""
-    interval: float = Field(default=60.0, gt=0)
+    interval: float = Field(default=60.0, ge=MIN_INTERVAL)
     """Seconds per analysis window (Flagger's analysis interval: 1m in its docs)."""
     alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=0.5)
     """One-sided significance level of every test (Kayenta's 1%, divided over ~10 looks)."""
@@ -195,7 +204,7 @@ class PauseStep(_Section):
 
 
 class AnalysisStepSpec(_Section):
-    interval: float | None = Field(default=None, gt=0)
+    interval: float | None = Field(default=None, ge=MIN_INTERVAL)
     """Seconds per window (default: the rollout's analysis interval)."""
     count: int = Field(default=1, ge=1)
     """Passing windows needed before the next step."""
@@ -208,7 +217,9 @@ class AnalysisStep(_Section):
 
 
 def _step_kind(value: Any) -> str | None:
-    keys = set(value) if isinstance(value, dict) else set(type(value).model_fields)
+    # A dict, a validated step model, or garbage (a number, a list): no kind, a typed error.
+    fields = value if isinstance(value, dict) else getattr(type(value), "model_fields", ())
+    keys = set(fields)
     for key in ("set_weight", "pause", "analysis"):
         if key in keys:
             return key
@@ -232,7 +243,7 @@ class RolloutSpec(_Section):
 
     name: str = Field(min_length=1, max_length=200)
     """Unique name (the key of its state in the store)."""
-    steps: tuple[Step, ...] = Field(min_length=1)
+    steps: tuple[Step, ...] = Field(min_length=1, max_length=MAX_STEPS)
     """set_weight, pause and analysis steps, run in order."""
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     """The comparison used by analysis steps and background checks."""

@@ -20,8 +20,8 @@ masked); a unified text diff is computed on demand by :func:`diff_texts`.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +49,8 @@ __all__ = [
     "diff_texts",
     "load_active_config",
 ]
+
+log = logging.getLogger("headway.control")
 
 
 class VersionNotFound(LookupError):
@@ -269,12 +271,17 @@ async def load_active_config(
                 config = parse_config(latest.yaml_text, source=f"version {latest.number}", env=env)
                 try:
                     saved = last_good.read()
-                except ValueError:
+                except (ValueError, OSError):  # unreadable: rewritten below; the store serves
                     saved = None
                 if saved is None or saved.sha256 != latest.sha256 or saved.number != latest.number:
-                    # Serving matters more than the local copy; the next load retries it.
-                    with contextlib.suppress(OSError):
+                    # Serving matters more than the local copy; the next load retries it. Said
+                    # out loud: without the copy, a restart while the store is down fails.
+                    try:
                         last_good.write(latest)
+                    except OSError as exc:
+                        log.warning(
+                            "could not write the last known good file %s: %s", last_good.path, exc
+                        )
                 return ActiveConfig(config, "store", latest.number, latest.sha256)
             reason = f"store {store.url} has no config versions"
     try:
