@@ -146,51 +146,32 @@ class AccessLog:
         with fourteen keywords costs about as much as formatting the line)."""
         if not self.enabled:
             return
+        entry = (
+            self._clock(),
+            request_id,
+            tenant,
+            model,
+            status,
+            latency,
+            endpoint,
+            route,
+            ttft,
+            prompt_tokens,
+            completion_tokens,
+            stream,
+            reason,
+            attributes,
+            trace_id,
+        )
         if self._batch:
             pending = self._pending
-            pending.append(
-                (
-                    self._clock(),
-                    request_id,
-                    tenant,
-                    model,
-                    status,
-                    latency,
-                    endpoint,
-                    route,
-                    ttft,
-                    prompt_tokens,
-                    completion_tokens,
-                    stream,
-                    reason,
-                    attributes,
-                    trace_id,
-                )
-            )
+            pending.append(entry)
             if len(pending) >= self._batch:
                 self.drain()
             return
         if self._logger is not None and not self._logger.isEnabledFor(logging.INFO):
             return
-        self._write(
-            self._format(
-                self._clock(),
-                request_id,
-                tenant,
-                model,
-                status,
-                latency,
-                endpoint,
-                route,
-                ttft,
-                prompt_tokens,
-                completion_tokens,
-                stream,
-                reason,
-                attributes,
-                trace_id,
-            )
-        )
+        self._write(self._format(*entry))
 
     def drain(self) -> None:
         """Format and write every batched record; a no-op when unbatched."""
