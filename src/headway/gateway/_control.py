@@ -131,10 +131,13 @@ class Startup:
     #: Where it came from (None: built directly, as in tests).
     settings: ControlSettings | None = None
 
-    def plane(self, *, clock: Clock = REAL_CLOCK) -> ControlPlane:
-        """The control plane that follows the store from here (``settings`` required)."""
+    def plane(
+        self, *, store: ControlStore | None = None, clock: Clock = REAL_CLOCK
+    ) -> ControlPlane:
+        """The control plane that follows the store from here (``settings`` required); see
+        :meth:`ControlSettings.plane` for ``store``."""
         assert self.settings is not None, "a Startup from ControlSettings.preload"
-        return self.settings.plane(self.served, clock=clock)
+        return self.settings.plane(self.served, store=store, clock=clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,14 +166,19 @@ class ControlSettings:
 
         return asyncio.run(run())
 
-    def plane(self, served: Served, *, clock: Clock = REAL_CLOCK) -> ControlPlane:
-        """A control plane for one gateway process (each worker opens its own connection)."""
+    def plane(
+        self, served: Served, *, store: ControlStore | None = None, clock: Clock = REAL_CLOCK
+    ) -> ControlPlane:
+        """A control plane for one gateway process. ``store``: a connection to ``url`` the
+        process already has (the gateway's, which its rollouts use), borrowed, not closed;
+        None: the plane opens and closes its own."""
         return ControlPlane(
-            open_control_store(self.url),
+            open_control_store(self.url) if store is None else store,
             LastKnownGood(self.last_good),
             served,
             poll_interval=self.poll_interval,
             clock=clock,
+            owns_store=store is None,
         )
 
 
@@ -250,8 +258,10 @@ class ControlPlane:
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         clock: Clock = REAL_CLOCK,
+        owns_store: bool = True,
     ) -> None:
         self.store = store
+        self._owns_store = owns_store
         self.versions = ConfigVersions(store)
         self.last_good = last_good
         self.served = served
@@ -297,7 +307,8 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
-        await self.store.aclose()
+        if self._owns_store:
+            await self.store.aclose()
 
     # -- following the store ---------------------------------------------------------------
 

@@ -243,7 +243,8 @@ async def _worker(
     gateway.admin.after_reload = lambda: refreezer.reloaded(gateway.config)
     control = None
     if start is not None:  # config versions: poll the store; SIGHUP polls at once
-        control = start.plane()
+        # One connection per worker: the plane borrows the gateway's (rollouts use it too).
+        control = start.plane(store=gateway.control_store)
         control.after_reload = refreezer.reloaded
         control.attach(gateway)
         loop.add_signal_handler(signal.SIGHUP, control.poke)

@@ -728,3 +728,43 @@ async def test_headway_serve_config_with_control_url_seeds_the_store(tmp_path: P
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0, log_path.read_text()
+
+
+async def test_headway_serve_with_store_keeps_rollout_state_in_that_store(tmp_path: Path) -> None:
+    # --store alone (the config names no state.control_url): rollouts persist there too, over
+    # the worker's one connection to it.
+    api, admin = free_port(), free_port()
+    data = yaml.safe_load(v2_text(listen=f"127.0.0.1:{api}", admin_listen=f"127.0.0.1:{admin}"))
+    data["models"][1]["canary"] = {"pool": "small", "upstream_model": "small", "weight": 0}
+    config = tmp_path / "headway.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    url = f"sqlite:///{tmp_path}/control.db"
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "headway", "serve", str(config), "--store", url),
+            *("--last-good", str(tmp_path / "lkg.yaml")),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HEADWAY_STORE": "", "HEADWAY_LOG_LEVEL": "INFO"},
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "serving on" not in log_path.read_text():
+            assert proc.returncode is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            await asyncio.sleep(0.1)
+        spec = json.dumps({"steps": [{"set_weight": 10}, {"pause": {}}]}).encode()
+        base = f"http://127.0.0.1:{admin}"
+        status, _, body = await call(base, "/api/rollouts/sim-large", "POST", AUTH, spec)
+        assert (status, body["phase"], body["weight"]) == (201, "paused", 10), body
+        store = open_control_store(url)
+        try:
+            saved = await store.load("rollout/sim-large")
+        finally:
+            await store.aclose()
+        assert saved is not None
+        assert saved["weight"] == 10
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, log_path.read_text()
