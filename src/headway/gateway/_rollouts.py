@@ -237,13 +237,23 @@ class RolloutManager:
             split.follow(controller)
 
     async def aclose(self) -> None:
-        """Stop the loops (their state was saved at the last decision)."""
+        """Stop the loops, then save every rollout once more: a command the admin API already
+        acknowledged (a promote, an abort) may not have reached its loop's save yet, and a
+        save cut short by the cancellation must not be the last word in the store."""
         tasks = [r.task for r in self._rollouts.values() if r.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.store is None:
+            return
+        for rollout in self._rollouts.values():
+            controller = rollout.controller
+            try:
+                await _ModelDocs(self.store, rollout).save(controller.name, controller.to_dict())
+            except StoreError as error:
+                log.error("rollout %s: saving its final state failed: %s", rollout.model, error)
 
     # -- commands --------------------------------------------------------------------------------
 

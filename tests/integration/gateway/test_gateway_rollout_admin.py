@@ -291,7 +291,7 @@ async def test_a_finished_rollout_holds_its_weight_across_restarts_only_for_its_
         assert status == 201
         status, doc = await call(first, f"/api/rollouts/{MODEL}/promote", method="POST")
         assert (status, doc["weight"]) == (200, 100)
-        await asyncio.sleep(0.2)  # the loop saves the promotion
+        # Stopped at once: the acknowledged promotion is saved even if its loop had not yet.
     finally:
         await first.gateway.stop(1.0)
     # Same config: the promotion holds (a restart must not undo it).
@@ -327,3 +327,25 @@ async def test_a_finished_rollout_holds_its_weight_across_restarts_only_for_its_
         assert splits["models"][MODEL]["following"] is False
     finally:
         await fourth.gateway.stop(1.0)
+
+
+async def test_a_command_acknowledged_just_before_stop_is_saved(tmp_path: Path) -> None:
+    config = rollout_config(url="memory://", control_url=str(tmp_path / "control.db"))
+    first = Gateway(config)
+    await first.start(api_port=0, admin_port=0)
+    try:
+        # No await between the commands and the stop: the rollout's loop never got to run, so
+        # only the gateway's shutdown can save what the operator was told had happened.
+        first.rollouts.start(MODEL, spec(APPROVAL), by="test")
+        first.rollouts.command(MODEL, "promote", by="test")
+    finally:
+        await first.stop(1.0)
+    second = Running(Gateway(config))
+    await second.gateway.start(api_port=0, admin_port=0)
+    try:
+        _, doc = await call(second, f"/api/rollouts/{MODEL}")
+        assert (doc["phase"], doc["weight"]) == ("promoted", 100)
+        _, splits = await call(second, "/api/splits")
+        assert splits["models"][MODEL]["weight"] == 100
+    finally:
+        await second.gateway.stop(1.0)
