@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import AsyncIterator
 from typing import IO, Any, NamedTuple
 
@@ -45,7 +44,6 @@ from headway.observe import (
     AccessLog,
     GatewayMetrics,
     GatewayTracer,
-    RequestTrace,
     SloCollector,
     StreamTimer,
     TracingHooks,
@@ -65,6 +63,7 @@ from ._errors import (
 )
 from ._openai import extract_usage, parse_body
 from ._openapi import DOCUMENT_JSON
+from ._recorder import Observation, new_request_id
 from ._rollout_metrics import RolloutCollector
 from ._rollouts import RolloutManager
 from ._routes import ProxyCall
@@ -90,56 +89,14 @@ _JSON = b"application/json"
 _CONTENT_TYPE = (b"content-type", _JSON)
 
 
-def _now_id() -> str:
-    return f"{time.time_ns():x}"
-
-
 #: The access-log logger: one JSON line per request at INFO (configure its handler and level).
 ACCESS_LOGGER = "headway.access"
 # How often a buffered access-log stream is flushed: lines reach the file within a second, and
 # the request path never waits on a write syscall (our choice; nginx's access_log flush= is
 # similar, e.g. flush=1s).
 ACCESS_LOG_FLUSH_SECONDS = 1.0
-# Access-log records kept unformatted between flushes, at most (our choice: the request that
-# fills the batch formats it, ~2 us a line, so 16 keeps that stall near 30 us; 256 put ~2 ms on
-# every 256th request, the p99 at concurrency 1).
-ACCESS_LOG_BATCH = 16
 # nginx's status for a request whose client went away before the answer was complete.
 _CLIENT_CLOSED = 499
-
-
-class _Observation:
-    """What one API request's metrics and access-log line need, filled in as it progresses.
-    Created only while observability is on, so the path without it allocates nothing more."""
-
-    __slots__ = (
-        "completion",
-        "context",
-        "endpoint",
-        "generation",
-        "model",
-        "prompt",
-        "route",
-        "start",
-        "stream",
-        "tenant",
-        "trace",
-        "ttft",
-    )
-
-    def __init__(self, start: float, route: str) -> None:
-        self.start = start
-        self.route = route
-        self.tenant: str | None = None
-        self.model: str | None = None
-        self.endpoint: str | None = None
-        self.context: Context | None = None
-        self.prompt: int | None = None
-        self.completion: int | None = None
-        self.ttft: float | None = None
-        self.generation = 0.0
-        self.stream = False
-        self.trace: RequestTrace | None = None
 
 
 class _Labels(NamedTuple):
@@ -190,13 +147,9 @@ class Gateway:
         self._access_sink: IO[bytes] | logging.Logger = (
             logging.getLogger(ACCESS_LOGGER) if access_log_sink is None else access_log_sink
         )
-        # One access log for every runtime (a reload only changes its model allow-list), so
-        # the flusher drains one batch; a stream sink gets lines formatted in batches.
-        self._access = AccessLog(
-            self._access_sink,
-            models=labels.models,
-            batch=0 if access_log_sink is None else ACCESS_LOG_BATCH,
-        )
+        # One access log for every runtime (a reload only changes its model allow-list). Lines
+        # come a loop turn's batch at a time from each runtime's Recorder, after the answers.
+        self._access = AccessLog(self._access_sink, models=labels.models)
         self._flusher: asyncio.Task[None] | None = None
         self._trail = TrailHooks()
         self._sims: dict[str, tuple[Any, SimServer]] = {}
@@ -377,6 +330,7 @@ class Gateway:
                 await task
         if self.runtime is not None:
             await self.runtime.aclose()
+        self.flush_observations()  # before the tracers and the access log are flushed
         for tracer in list(self._tracers):  # every span of a finished request is exported
             self._tracers.discard(tracer)
             await tracer.aclose()
@@ -404,9 +358,34 @@ class Gateway:
         endpoint = _ENDPOINTS.get(path)
         try:
             if endpoint is not None:
-                if runtime.observed:
-                    return await self._observed(runtime, request, endpoint)
-                return await self._proxy(runtime, request, endpoint, None)
+                recorder = runtime.recorder
+                if recorder is None:
+                    return await self._proxy(runtime, request, endpoint, None)
+                # Observed: the same call, timed from here and recorded once (a stream's when
+                # it ends, in ``_relay``), inline so the path pays no extra coroutine frame.
+                obs = Observation(self._clock.now(), endpoint)
+                tracer = runtime.tracer
+                if tracer is not None:
+                    obs.trace = tracer.request(
+                        request.method, request.path, endpoint, request.headers
+                    )
+                    obs.trace.enter()
+                try:
+                    response = await self._proxy(runtime, request, endpoint, obs)
+                except Exception as error:
+                    err = http_error(error)
+                    recorder.finish(obs, err.status, reason_label(err.reason))
+                    return error_response_for(error)
+                except asyncio.CancelledError:
+                    recorder.finish(obs, _CLIENT_CLOSED, "client_closed")
+                    raise
+                finally:
+                    if obs.trace is not None:
+                        obs.trace.exit()
+                if not obs.stream:
+                    status = response.status
+                    recorder.finish(obs, status, "ok" if status < 400 else "upstream_status")
+                return response
             if path == "/v1/models":
                 return self._models(runtime, request)
             if path == "/healthz":
@@ -435,93 +414,8 @@ class Gateway:
         )
         return _json(200 if ready else 503, {"ready": ready, "models": list(runtime.routes)})
 
-    async def _observed(
-        self, runtime: Runtime, request: Request, endpoint: str
-    ) -> Response | StreamingResponse:
-        """``_proxy`` timed from the start, every outcome counted and logged once (a stream's
-        when it ends, in ``_relay``)."""
-        obs = _Observation(self._clock.now(), endpoint)
-        tracer = runtime.tracer
-        if tracer is not None:
-            obs.trace = tracer.request(request.method, request.path, endpoint, request.headers)
-            obs.trace.enter()
-        try:
-            response = await self._proxy(runtime, request, endpoint, obs)
-        except Exception as error:
-            err = http_error(error)
-            self._record(runtime, obs, err.status, reason_label(err.reason))
-            return error_response_for(error)
-        except asyncio.CancelledError:
-            self._record(runtime, obs, _CLIENT_CLOSED, "client_closed")
-            raise
-        finally:
-            if obs.trace is not None:
-                obs.trace.exit()
-        if not obs.stream:
-            status = response.status
-            # Recorded right after the protocol has written the answer (it does so as soon as
-            # this returns, in the same loop step): the bookkeeping is not in the client's
-            # latency, and the recorded latency includes writing the answer.
-            asyncio.get_running_loop().call_soon(
-                self._record, runtime, obs, status, "ok" if status < 400 else "upstream_status"
-            )
-        return response
-
-    def _record(self, runtime: Runtime, obs: _Observation, status: int, reason: str) -> None:
-        """One request's metrics and access-log line."""
-        latency = self._clock.now() - obs.start
-        if runtime.slos is not None:
-            runtime.slos.record(obs.route, obs.model, status, latency, obs.ttft)
-        metrics = runtime.metrics
-        if metrics is not None:
-            metrics.request(
-                obs.route,
-                obs.model,
-                obs.tenant,
-                status,
-                reason,
-                latency,
-                obs.prompt,
-                obs.completion,
-                obs.generation if obs.stream else latency,
-            )
-        log = runtime.access_log
-        if log is not None:
-            ctx = obs.context
-            log.line(
-                ctx.request_id if ctx is not None else _now_id(),
-                obs.tenant,
-                obs.model,
-                status,
-                latency,
-                obs.endpoint,
-                obs.route,
-                obs.ttft,
-                obs.prompt,
-                obs.completion,
-                obs.stream,
-                reason,
-                ctx.attributes if ctx is not None else None,
-                obs.trace.trace_id if obs.trace is not None else None,
-            )
-        if obs.trace is not None:  # a stream's span ends here too: when its stream ended
-            ctx = obs.context
-            obs.trace.end(
-                status,
-                reason,
-                request_id=ctx.request_id if ctx is not None else None,
-                tenant=obs.tenant,
-                model=obs.model,
-                endpoint=obs.endpoint,
-                stream=obs.stream,
-                ttft=obs.ttft,
-                prompt_tokens=obs.prompt,
-                completion_tokens=obs.completion,
-                attributes=ctx.attributes if ctx is not None else None,
-            )
-
     async def _proxy(
-        self, runtime: Runtime, request: Request, endpoint: Any, obs: _Observation | None
+        self, runtime: Runtime, request: Request, endpoint: Any, obs: Observation | None
     ) -> Response | StreamingResponse:
         if request.method != "POST":
             raise MethodNotAllowed(f"{request.path} takes POST")
@@ -562,11 +456,12 @@ class Gateway:
             deadline=self._clock.now() + timeout,
             priority=priority,
             tenant=tenant.name,
-            request_id=_now_id(),
+            request_id=new_request_id(),
             attributes={},
         )
         if obs is not None:
-            obs.context = ctx
+            obs.request_id = ctx.request_id
+            obs.attributes = ctx.attributes
         token = set_context(ctx)
         runtime.enter()
         admitted = False
@@ -645,7 +540,7 @@ class Gateway:
         reply: StreamReply,
         admission: Admission,
         prompt_tokens: int,
-        obs: _Observation | None,
+        obs: Observation | None,
     ) -> AsyncIterator[bytes]:
         """Relay SSE chunks as they arrive, unchanged; account usage at the end."""
         response = reply.response
@@ -701,7 +596,7 @@ class Gateway:
     def _record_stream(
         self,
         runtime: Runtime,
-        obs: _Observation,
+        obs: Observation,
         usage: Any,
         timer: StreamTimer | None,
         error: BaseException | None,
@@ -712,19 +607,28 @@ class Gateway:
             obs.completion = usage.completion_tokens
         if timer is not None:
             obs.generation = timer.generation_seconds
+        recorder = runtime.recorder
+        assert recorder is not None  # an observation is made only for an observed runtime
         if cancelled:
-            self._record(runtime, obs, _CLIENT_CLOSED, "client_closed")
+            recorder.finish(obs, _CLIENT_CLOSED, "client_closed")
         elif error is not None:
             # The 200 is already sent; the outcome counted is what the error maps to.
             err = http_error(error)
-            self._record(runtime, obs, err.status, reason_label(err.reason))
+            recorder.finish(obs, err.status, reason_label(err.reason))
         else:
-            self._record(runtime, obs, 200, "ok")
+            recorder.finish(obs, 200, "ok")
 
     # -- the admin port ----------------------------------------------------------------------
 
     async def handle_admin(self, request: Request) -> Response:
+        self.flush_observations()  # what the admin port shows includes every answered request
         return await self.admin.handle(request)
+
+    def flush_observations(self) -> None:
+        """Record the live runtime's finished requests now, not at the end of the loop turn."""
+        runtime = self.runtime
+        if runtime is not None and runtime.recorder is not None:
+            runtime.recorder.drain()
 
 
 def _json(status: int, payload: Any) -> Response:

@@ -19,6 +19,7 @@ from headway.rollout import FlagEvaluator
 from headway.store import LimitStore
 
 from ._flag_routes import build_flag_routes
+from ._recorder import Recorder
 from ._routes import ModelRoute
 from ._shadow import build_shadows
 from ._split import build_splits, carry_over
@@ -69,11 +70,23 @@ class Runtime:
             else None
         )
         # SLOs need every request's outcome even with metrics and the access log off.
-        self.observed = (
+        observed = (
             metrics is not None
             or access_log is not None
             or tracer is not None
             or self.slos is not None
+        )
+        #: Where observed requests' outcomes go (None: nothing observes them).
+        self.recorder = (
+            Recorder(
+                clock=clock,
+                metrics=metrics,
+                access_log=access_log,
+                slos=self.slos,
+                tracing=tracer is not None,
+            )
+            if observed
+            else None
         )
         self.inflight = 0
         self._drained: asyncio.Event | None = None

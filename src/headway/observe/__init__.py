@@ -14,6 +14,7 @@ from ._guard_hooks import MetricsHooks
 from ._labels import OTHER, AllowList
 from ._metrics import ROUTES, GatewayMetrics, StreamTimer
 from ._multiproc import WorkerExposition, merge_expositions
+from ._outcome import Outcome
 from ._sketch import DDSketch
 from ._slo import (
     WORKBOOK_ALERTS,
@@ -52,6 +53,7 @@ __all__ = [
     "GatewayMetrics",
     "GatewayTracer",
     "MetricsHooks",
+    "Outcome",
     "RequestTrace",
     "Sample",
     "SlidingSketch",

@@ -24,12 +24,13 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
 import orjson
 
 from ._labels import OTHER
+from ._outcome import Outcome
 from ._trail import decision_reasons
 
 # Our choice: long enough for any real model id (``org/name:tag@rev``); no spaces, no prose.
@@ -147,7 +148,7 @@ class AccessLog:
         if not self.enabled:
             return
         entry = (
-            self._clock(),
+            _from_timestamp(self._clock(), _UTC),
             request_id,
             tenant,
             model,
@@ -184,13 +185,44 @@ class AccessLog:
         for record in pending:
             write(fmt(*record))
 
+    def write_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """One line per finished request, all stamped with this moment: the gateway writes a
+        batch per event-loop turn, so a line's time is within a turn of its answer."""
+        if not outcomes or not self.active:
+            return
+        if self._pending:
+            self.drain()  # lines keep the order their requests finished in
+        ts = _from_timestamp(self._clock(), _UTC)
+        fmt = self._format
+        write = self._write
+        for o in outcomes:
+            write(
+                fmt(
+                    ts,
+                    o.request_id,
+                    o.tenant,
+                    o.model,
+                    o.status,
+                    o.latency,
+                    o.endpoint,
+                    o.route,
+                    o.ttft,
+                    o.prompt,
+                    o.completion,
+                    o.stream,
+                    o.reason,
+                    o.attributes,
+                    o.trace_id,
+                )
+            )
+
     def set_models(self, models: Iterable[str] | None) -> None:
         """Replace the model allow-list (on config reload)."""
         self._models = None if models is None else frozenset(models)
 
     def _format(
         self,
-        wall: float,
+        ts: dt.datetime,
         request_id: str | None,
         tenant: str | None,
         model: str | None,
@@ -213,7 +245,7 @@ class AccessLog:
             elif _MODEL_ID.fullmatch(model) is None:
                 model = "invalid"
         line = {
-            "ts": _from_timestamp(wall, _UTC),
+            "ts": ts,
             "request_id": request_id,
             "tenant": tenant,
             "route": route,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -39,6 +40,7 @@ from ._collector import SnapshotCollector
 from ._families import CounterFamily, CounterSeries, HistogramFamily, HistogramSeries
 from ._guard_hooks import MetricsHooks
 from ._labels import OTHER, AllowList
+from ._outcome import Counted
 from ._sketch import DDSketch
 from ._window import DEFAULT_SLICES, DEFAULT_WINDOW, SlidingSketch
 
@@ -89,6 +91,20 @@ class _UpstreamSeries:
         self.count = count
         self.duration = duration
         self.sketch = sketch
+
+
+class _Answered(NamedTuple):
+    """:meth:`GatewayMetrics.request`'s arguments as a :class:`Counted`."""
+
+    route: str
+    model: str | None
+    tenant: str | None
+    status: int
+    reason: str
+    latency: float
+    prompt: int | None
+    completion: int | None
+    generation: float
 
 
 class GatewayMetrics:
@@ -225,29 +241,72 @@ class GatewayMetrics:
         """One answered request (call once, when its response, or stream, is complete), with
         its token usage when known; ``generation`` is the decode time tokens/s divides by
         (default ``seconds``: a whole answer's tokens arrive with its body)."""
-        series = self._request_fast.get((route, model, tenant, status, reason))
-        if series is None:
-            series = self._request_series(route, model, tenant, status, reason)
-        series.count.value += 1
-        duration = series.duration
-        duration.counts[bisect_left(self._bounds, seconds)] += 1
-        duration.sum += seconds
-        series.sketch.add(seconds)
-        if completion is not None:
+        self.record_requests(
+            (
+                _Answered(
+                    route,
+                    model,
+                    tenant,
+                    status,
+                    reason,
+                    seconds,
+                    prompt,
+                    completion,
+                    seconds if generation is None else generation,
+                ),
+            )
+        )
+
+    def record_requests(self, outcomes: Iterable[Counted]) -> None:
+        """Many answered requests at once (the gateway records a batch per loop turn): per
+        request a dict lookup, a bisect and a few additions; latencies reach their sketch a
+        run at a time."""
+        fast = self._request_fast
+        bounds = self._bounds
+        run_sketch: SlidingSketch | None = None
+        run: list[float] = []
+        for o in outcomes:
+            route, model, tenant, status, reason = key = (
+                o.route,
+                o.model,
+                o.tenant,
+                o.status,
+                o.reason,
+            )
+            series = fast.get(key)
+            if series is None:
+                series = self._request_series(route, model, tenant, status, reason)
+            seconds = o.latency
+            series.count.value += 1
+            duration = series.duration
+            duration.counts[bisect_left(bounds, seconds)] += 1
+            duration.sum += seconds
+            sketch = series.sketch
+            if sketch is not run_sketch:
+                if run_sketch is not None:
+                    run_sketch.add_many(run)
+                    run = []
+                run_sketch = sketch
+            run.append(seconds)
+            completion = o.completion
+            if completion is None:
+                continue
             tokens = series.tokens
             if tokens is None:
                 tokens = series.tokens = self._bind_tokens(series.model, series.tenant)
+            prompt = o.prompt
             if prompt is not None and prompt > 0:
                 tokens.prompt.value += prompt
+            generation = o.generation
             if completion > 0:
                 tokens.completion.value += completion
-                if generation is None:
-                    generation = seconds
                 if generation > 0:
                     rate = completion / generation
                     tps = tokens.per_second
                     tps.counts[bisect_left(self._tps_bounds, rate)] += 1
                     tps.sum += rate
+        if run_sketch is not None:
+            run_sketch.add_many(run)
 
     def _request_series(
         self, route: str, model: str | None, tenant: str | None, status: int, reason: str

@@ -1,0 +1,49 @@
+"""What one finished API request tells the metrics and the access log, read in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class Counted(Protocol):
+    """What the metrics read of one finished API request: times in seconds, ``reason`` ``ok``
+    or the refusal or error label, ``generation`` the decode time tokens/s divides by (a
+    whole answer's: its latency)."""
+
+    @property
+    def route(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def tenant(self) -> str | None: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def latency(self) -> float: ...
+    @property
+    def prompt(self) -> int | None: ...
+    @property
+    def completion(self) -> int | None: ...
+    @property
+    def generation(self) -> float: ...
+
+
+class Outcome(Counted, Protocol):
+    """Everything the access log writes of one finished API request; ``attributes`` are the
+    request context's attributes (its decision trail)."""
+
+    @property
+    def endpoint(self) -> str | None: ...
+    @property
+    def ttft(self) -> float | None: ...
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def attributes(self) -> Mapping[str, object] | None: ...
+    @property
+    def trace_id(self) -> str | None: ...

@@ -1,0 +1,69 @@
+"""The gateway's Recorder: outcomes are stamped when a request ends and recorded once per turn."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import orjson
+
+from headway.core import ManualClock
+from headway.gateway._recorder import Observation, Recorder
+from headway.observe import AccessLog, GatewayMetrics
+
+
+def _setup(clock: ManualClock) -> tuple[Recorder, GatewayMetrics, io.BytesIO, list[float]]:
+    metrics = GatewayMetrics(models=["m"], tenants=["t"], clock=clock)
+    sink = io.BytesIO()
+    walls = [1_700_000_000.0]
+
+    def wall() -> float:  # each call a second later: lines written together share one stamp
+        walls[0] += 1.0
+        return walls[0]
+
+    log = AccessLog(sink, clock=wall, models=["m"])
+    recorder = Recorder(clock=clock, metrics=metrics, access_log=log, slos=None, tracing=False)
+    return recorder, metrics, sink, walls
+
+
+def _obs(start: float, *, stream: bool = False, rid: str | None = "r") -> Observation:
+    obs = Observation(start, "chat")
+    obs.tenant, obs.model, obs.request_id, obs.stream = "t", "m", rid, stream
+    obs.prompt, obs.completion = 4, 8
+    return obs
+
+
+async def test_outcomes_are_stamped_at_finish_and_recorded_after_the_turn(
+    clock: ManualClock,
+) -> None:
+    recorder, metrics, sink, _ = _setup(clock)
+    first, second = _obs(clock.now()), _obs(clock.now(), stream=True, rid=None)
+    second.generation = 0.1  # a stream's decode time, measured by its relay
+    clock.step(0.25)
+    recorder.finish(first, 200, "ok")
+    clock.step(0.5)  # later bookkeeping does not move the stamp
+    recorder.finish(second, 502, "upstream_error")
+    assert (first.latency, first.generation) == (0.25, 0.25)
+    assert (second.latency, second.generation) == (0.75, 0.1)
+    assert sink.getvalue() == b""  # nothing yet: the answers of this turn come first
+    await asyncio.sleep(0)
+    lines = [orjson.loads(x) for x in sink.getvalue().splitlines()]
+    assert [(x["status"], x["latency_ms"]) for x in lines] == [(200, 250.0), (502, 750.0)]
+    assert len({x["ts"] for x in lines}) == 1  # one batch, one write call
+    assert lines[0]["request_id"] == "r"
+    assert int(lines[1]["request_id"], 16) > 0  # made up for a request that had none
+    assert metrics.latency_quantiles("m", (0.5,))[0] > 0
+
+
+async def test_drain_records_at_once_and_the_scheduled_turn_finds_nothing(
+    clock: ManualClock,
+) -> None:
+    recorder, _, sink, _ = _setup(clock)
+    recorder.finish(_obs(clock.now()), 200, "ok")
+    recorder.drain()  # e.g. an admin read: it sees every finished request
+    assert len(sink.getvalue().splitlines()) == 1
+    await asyncio.sleep(0)
+    assert len(sink.getvalue().splitlines()) == 1  # not twice
+    recorder.finish(_obs(clock.now()), 200, "ok")  # a new turn schedules a new drain
+    await asyncio.sleep(0)
+    assert len(sink.getvalue().splitlines()) == 2

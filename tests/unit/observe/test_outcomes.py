@@ -1,0 +1,147 @@
+"""Batched recording (the gateway's path) gives exactly what one call per request gives."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from headway.core import ManualClock
+from headway.observe import AccessLog, GatewayMetrics, SlidingSketch
+
+WALL = 1_700_000_000.25
+
+
+@dataclass
+class Done:
+    """An Outcome as the gateway's Observation carries it."""
+
+    route: str
+    model: str | None
+    tenant: str | None
+    status: int
+    reason: str
+    latency: float
+    prompt: int | None = None
+    completion: int | None = None
+    generation: float = 0.0
+    endpoint: str | None = None
+    ttft: float | None = None
+    stream: bool = False
+    request_id: str | None = None
+    attributes: Mapping[str, object] | None = field(default_factory=dict)
+    trace_id: str | None = None
+
+
+MIXED = [
+    Done("chat", "gpt-4o", "acme", 200, "ok", 0.3, 12, 9, 0.3),
+    Done("chat", "gpt-4o", "acme", 200, "ok", 1.7, 5, 0, 1.7),
+    Done("chat", "llama", "acme", 200, "ok", 0.02, 3, 40, 0.5),  # a stream: its own decode time
+    Done("chat", "gpt-4o", "acme", 429, "tenant_rpm", 0.001),
+    Done("embeddings", "not-configured", None, 200, "ok", 0.05, 7, None, 0.05),
+    Done("chat", "gpt-4o", "acme", 200, "ok", 0.4, 12, 9, 0.4),
+]
+
+
+def samples(metrics: GatewayMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample but the ``_created`` stamps (the wall time a series was made)."""
+    families = text_string_to_metric_families(metrics.render().decode())
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families
+        for s in f.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def make(clock: ManualClock) -> GatewayMetrics:
+    return GatewayMetrics(models=["gpt-4o", "llama"], tenants=["acme"], clock=clock)
+
+
+def test_a_batch_counts_what_one_call_per_request_counts(clock: ManualClock) -> None:
+    one, many = make(clock), make(clock)
+    for d in MIXED:
+        one.request(
+            d.route, d.model, d.tenant, d.status, d.reason, d.latency, d.prompt, d.completion,
+            d.generation,
+        )  # fmt: skip
+    many.record_requests(MIXED)
+    assert samples(many) == samples(one)
+    for model in (None, "gpt-4o", "llama", "other"):
+        assert many.latency_quantiles(model) == one.latency_quantiles(model)
+    # ``request`` is itself a batch of one, so check the numbers themselves too.
+    got = samples(many)
+    ok = (("model", "gpt-4o"), ("reason", "ok"), ("route", "chat"), ("status", "200"))
+    assert got[("headway_requests_total", (*ok, ("tenant", "acme")))] == 3
+    duration = (("model", "gpt-4o"), ("tenant", "acme"))
+    assert got[("headway_request_duration_seconds_count", duration)] == 4
+    assert abs(got[("headway_request_duration_seconds_sum", duration)] - 2.401) < 1e-9
+    assert got[("headway_prompt_tokens_total", duration)] == 29
+    assert got[("headway_completion_tokens_total", duration)] == 18
+    llama = (("model", "llama"), ("tenant", "acme"))
+    assert got[("headway_completion_tokens_total", llama)] == 40
+    # tokens/s of the stream divides by its decode time (0.5 s), not its latency: 80 tokens/s.
+    assert got[("headway_output_tokens_per_second_sum", (("model", "llama"),))] == 80.0
+    assert many.latency_quantiles("llama", (0.5,))[0] == pytest.approx(0.02, rel=0.02)
+    other = (("model", "other"), ("tenant", "none"))
+    assert got[("headway_request_duration_seconds_count", other)] == 1
+    assert ("headway_completion_tokens_total", other) not in got  # no usage, no token series
+
+
+def test_sketch_add_many_equals_add_and_respects_slices(clock: ManualClock) -> None:
+    one = SlidingSketch(60.0, 6, clock=clock)
+    many = SlidingSketch(60.0, 6, clock=clock)
+    values = [0.001 * (i + 1) for i in range(150)]  # more than one fold's batch
+    for v in values[:100]:
+        one.add(v)
+    many.add_many(values[:100])
+    clock.step(10.0)  # a new slice: the first values age out together in both
+    for v in values[100:]:
+        one.add(v)
+    many.add_many(values[100:])
+    assert many.quantiles((0.5, 0.99)) == one.quantiles((0.5, 0.99))
+    clock.step(55.0)  # only the second slice's values are still in the window
+    assert many.merged().count == one.merged().count == 50
+
+
+def test_write_outcomes_writes_the_lines_line_writes_in_finish_order() -> None:
+    direct, batched = io.BytesIO(), io.BytesIO()
+    log = AccessLog(direct, clock=lambda: WALL, models=["gpt-4o", "llama"])
+    batch_log = AccessLog(batched, clock=lambda: WALL, models=["gpt-4o", "llama"], batch=4)
+    attrs = {"decisions": ["retried", "fell_back"]}
+    done = [
+        Done("chat", "gpt-4o", "acme", 200, "ok", 0.0012345, 12, 9, endpoint="p/ep0",
+             request_id="r1", attributes=attrs, trace_id="t1"),
+        Done("chat", "pasted prompt", None, 401, "invalid_api_key", 0.0001, request_id="r2"),
+        Done("chat", "llama", "acme", 200, "ok", 2.5, 3, 40, 2.0, "p/ep1", 0.25, True, "r3"),
+    ]  # fmt: skip
+    for d in done:
+        log.line(
+            d.request_id, d.tenant, d.model, d.status, d.latency, d.endpoint, d.route, d.ttft,
+            d.prompt, d.completion, d.stream, d.reason, d.attributes, d.trace_id,
+        )  # fmt: skip
+    # A record left in the log's own batch goes out first: lines keep their finish order.
+    batch_log.line(
+        "r0", "acme", "gpt-4o", 200, 0.1, None, "chat", None, 1, 1, False, "ok", {}, None
+    )  # fmt: skip
+    batch_log.write_outcomes(done)
+    lines = [orjson.loads(x) for x in batched.getvalue().splitlines()]
+    assert [x["request_id"] for x in lines] == ["r0", "r1", "r2", "r3"]
+    assert batched.getvalue().split(b"\n", 1)[1] == direct.getvalue()
+    assert lines[1]["decisions"] == ["retried", "fell_back"]
+    assert lines[1]["trace_id"] == "t1"
+    assert lines[2]["model"] == "other"  # client input outside the allow-list is not logged
+    assert lines[3]["ttft_ms"] == 250.0
+    assert lines[3]["stream"] is True
+    assert {x["ts"] for x in lines} == {"2023-11-14T22:13:20.250000Z"}
+
+
+def test_write_outcomes_on_a_disabled_log_writes_nothing() -> None:
+    sink = io.BytesIO()
+    log = AccessLog(sink, clock=lambda: WALL, enabled=False)
+    log.write_outcomes([Done("chat", "m", "t", 200, "ok", 0.1, request_id="r")])
+    assert sink.getvalue() == b""
