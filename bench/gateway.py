@@ -18,7 +18,10 @@ request and ``Authorization: Bearer sk-bench``). The proxy under test is pinned 
 
 Contenders: ``direct`` (wrk straight to the upstream), ``nginx`` (reverse proxy with keep-alive
 upstream pools, the C limit), ``litellm`` (``litellm[proxy]``, one worker), ``portkey``
-(``@portkey-ai/gateway`` on Node) and ``headway`` (``headway serve``, one worker). Each is first
+(``@portkey-ai/gateway`` on Node), ``floor`` (``gateway_peers/floor_proxy.py``: the least a Python
+proxy on Headway's stack, uvloop and httptools, can do per request; what separates Headway from
+it is Headway's own per-request work, not Python's I/O) and ``headway`` (``headway serve``, one
+worker). Each is first
 checked with one real request (status 200, a chat.completion body, a complete stream); one that
 cannot be installed, started or checked is reported as ``unavailable: <reason>`` and the run
 goes on.
@@ -67,7 +70,7 @@ PORTKEY_DIR = INSTALL_DIR / "portkey"
 # Pinned so two runs months apart compare the same peers; bump deliberately.
 LITELLM_SPEC = "litellm[proxy]==1.108.7"
 PORTKEY_SPEC = "@portkey-ai/gateway@1.15.2"
-CONTENDERS = ("direct", "nginx", "litellm", "portkey", "headway")
+CONTENDERS = ("direct", "nginx", "litellm", "portkey", "floor", "headway")
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 API_KEY = "sk-bench"
@@ -413,6 +416,20 @@ def start_portkey(up: Upstream, workdir: Path) -> Running:
     )
 
 
+def start_floor(up: Upstream, workdir: Path) -> Running:
+    plain, stream = free_port(), free_port()
+    pairs = [f"{plain}:{up.json_port}", f"{stream}:{up.sse_port}"]
+    script = PEERS_DIR / "floor_proxy.py"
+    server = spawn("floor", [sys.executable, str(script), *pairs], PROXY_CPU, workdir)
+    _await_port(server, stream, 30)
+    path = "/v1/chat/completions"
+    return Running(
+        [server],
+        Target(plain, path, _request_body(MODEL, False)),
+        Target(stream, path, _request_body(MODEL, True)),
+    )
+
+
 def headway_config(up: Upstream, port: int, admin_port: int) -> str:
     """The Headway YAML for this bench: the same upstream, one worker, auth and guards on."""
     return render(
@@ -461,6 +478,7 @@ STARTERS: dict[str, Starter] = {
     "nginx": start_nginx_proxy,
     "litellm": start_litellm,
     "portkey": start_portkey,
+    "floor": start_floor,
     "headway": start_headway,
 }
 LABELS = {
@@ -468,6 +486,7 @@ LABELS = {
     "nginx": "nginx reverse proxy",
     "litellm": "LiteLLM proxy",
     "portkey": "Portkey gateway",
+    "floor": "Python floor (featureless proxy)",
     "headway": "**Headway**",
 }
 
