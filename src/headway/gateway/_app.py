@@ -305,7 +305,6 @@ class Gateway:
     async def _flush_every(self, sink: IO[bytes]) -> None:
         while True:
             await self._clock.sleep(ACCESS_LOG_FLUSH_SECONDS)
-            self._access.drain()
             sink.flush()
 
     async def _retire(self, runtime: Runtime, grace: float) -> None:
@@ -343,7 +342,6 @@ class Gateway:
                 await self._flusher
             sink = self._access_sink
             if not isinstance(sink, logging.Logger):
-                self._access.drain()
                 sink.flush()
 
     # -- the API -------------------------------------------------------------------------------

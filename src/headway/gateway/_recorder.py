@@ -29,7 +29,7 @@ def new_request_id() -> str:
 
 
 class Observation:
-    """One API request's outcome (an :class:`headway.observe.Outcome`), filled in as it
+    """One API request's outcome (:class:`headway.observe.Counted` and ``Logged``), filled in as it
     progresses. Made only while its runtime is observed, so the path without it allocates
     nothing more."""
 
@@ -76,7 +76,16 @@ class Observation:
 class Recorder:
     """Queues finished observations and records them once per loop turn (see the module)."""
 
-    __slots__ = ("_clock", "_pending", "_scheduled", "access_log", "metrics", "slos", "tracing")
+    __slots__ = (
+        "_attempts",
+        "_clock",
+        "_pending",
+        "_scheduled",
+        "access_log",
+        "metrics",
+        "slos",
+        "tracing",
+    )
 
     def __init__(
         self,
@@ -93,6 +102,7 @@ class Recorder:
         self.slos = slos
         self.tracing = tracing
         self._pending: list[Observation] = []
+        self._attempts: list[tuple[str, int, float]] = []
         self._scheduled = False
 
     def finish(self, obs: Observation, status: int, reason: str) -> None:
@@ -107,9 +117,21 @@ class Recorder:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.drain)
 
+    def attempt(self, endpoint: str, status: int, seconds: float) -> None:
+        """One upstream attempt (status 0: no HTTP response), for the metrics."""
+        self._attempts.append((endpoint, status, seconds))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.drain)
+
     def drain(self) -> None:
-        """Record every queued observation now."""
+        """Record every queued observation and attempt now."""
         self._scheduled = False
+        attempts = self._attempts
+        if attempts:
+            self._attempts = []
+            if self.metrics is not None:
+                self.metrics.record_attempts(attempts)
         batch = self._pending
         if not batch:
             return

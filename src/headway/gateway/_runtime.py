@@ -97,6 +97,8 @@ class Runtime:
             return url
 
         buffer = config.server.limits.stream_buffer_bytes
+        # Upstream attempts are counted with the loop turn's batch (None: metrics off).
+        attempts = None if metrics is None or self.recorder is None else self.recorder.attempt
         self.pools = {
             p.name: Pool(
                 p,
@@ -104,7 +106,7 @@ class Runtime:
                 stream_buffer_bytes=buffer,
                 clock=clock,
                 hooks=hooks,
-                on_attempt=None if metrics is None else metrics.upstream,
+                on_attempt=attempts,
                 tracer=tracer,
             )
             for p in config.pools

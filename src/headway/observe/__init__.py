@@ -14,7 +14,7 @@ from ._guard_hooks import MetricsHooks
 from ._labels import OTHER, AllowList
 from ._metrics import ROUTES, GatewayMetrics, StreamTimer
 from ._multiproc import WorkerExposition, merge_expositions
-from ._outcome import Outcome
+from ._outcome import Counted, Logged
 from ._sketch import DDSketch
 from ._slo import (
     WORKBOOK_ALERTS,
@@ -49,11 +49,12 @@ __all__ = [
     "AllowList",
     "AttemptSpan",
     "BurnAlert",
+    "Counted",
     "DDSketch",
     "GatewayMetrics",
     "GatewayTracer",
+    "Logged",
     "MetricsHooks",
-    "Outcome",
     "RequestTrace",
     "Sample",
     "SlidingSketch",

@@ -370,14 +370,33 @@ class GatewayMetrics:
 
     def upstream(self, endpoint: str, status: int, seconds: float) -> None:
         """One upstream attempt (status 0 when there was no HTTP response)."""
-        series = self._upstream_series.get((endpoint, status))
-        if series is None:
-            series = self._bind_upstream(endpoint, status)
-        series.count.value += 1
-        duration = series.duration
-        duration.counts[bisect_left(self._upstream_bounds, seconds)] += 1
-        duration.sum += seconds
-        series.sketch.add(seconds)
+        self.record_attempts(((endpoint, status, seconds),))
+
+    def record_attempts(self, attempts: Iterable[tuple[str, int, float]]) -> None:
+        """Many upstream attempts at once, each ``(endpoint, status, seconds)`` (the gateway
+        records a batch per loop turn); a run of attempts with the same endpoint and status
+        looks its series up once."""
+        bounds = self._upstream_bounds
+        last_endpoint: str | None = None
+        last_status = -1
+        series: _UpstreamSeries | None = None
+        run: list[float] = []
+        for endpoint, status, seconds in attempts:
+            if series is None or status != last_status or endpoint != last_endpoint:
+                if series is not None:
+                    series.sketch.add_many(run)
+                    run = []
+                series = self._upstream_series.get((endpoint, status))
+                if series is None:
+                    series = self._bind_upstream(endpoint, status)
+                last_endpoint, last_status = endpoint, status
+            series.count.value += 1
+            duration = series.duration
+            duration.counts[bisect_left(bounds, seconds)] += 1
+            duration.sum += seconds
+            run.append(seconds)
+        if series is not None:
+            series.sketch.add_many(run)
 
     def _bind_upstream(self, endpoint: str, status: int) -> _UpstreamSeries:
         label = self._endpoints(endpoint)

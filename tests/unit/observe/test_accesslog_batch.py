@@ -1,66 +1,79 @@
-"""A batched access log writes the same lines as an unbatched one, only later and together."""
+"""A batch of outcomes becomes the same lines one record at a time would, in one write."""
 
 from __future__ import annotations
 
 import io
+import logging
+from typing import Any
 
 import orjson
 
 from headway.observe import AccessLog
+from headway.observe._accesslog import _Line
 from headway.observe._window import BATCH as SKETCH_BATCH
 
 WALL = 1_700_000_000.25
 
 
-def _record(log: AccessLog, i: int) -> None:
-    log.line(
-        f"r{i}", "acme", "gpt-4o" if i % 2 else "prompt pasted here", 200, 0.0012345 * i,
-        "pool/ep0", "chat", None if i % 2 else 0.25, 12, i, bool(i % 2), "ok",
-        {"decisions": ["retried"]} if i == 2 else {}, None if i % 3 else f"trace{i}",
+class CountingSink(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.writes += 1
+        return super().write(data)
+
+
+def _fields(i: int) -> dict[str, Any]:
+    return dict(
+        request_id=f"r{i}", tenant="acme", model="gpt-4o" if i % 2 else "prompt pasted here",
+        status=200, latency=0.0012345 * i, endpoint="pool/ep0", route="chat",
+        ttft=None if i % 2 else 0.25, prompt_tokens=12, completion_tokens=i, stream=bool(i % 2),
+        reason="ok", attributes={"decisions": ["retried"]} if i == 2 else {},
+        trace_id=None if i % 3 else f"trace{i}",
     )  # fmt: skip
 
 
-def test_batched_lines_equal_unbatched_and_wait_for_drain() -> None:
-    plain, batched = io.BytesIO(), io.BytesIO()
-    now = [WALL]
-    direct = AccessLog(plain, clock=lambda: now[0])
-    later = AccessLog(batched, clock=lambda: now[0], batch=3)
+def _outcome(i: int) -> _Line:
+    """The same request as ``_fields(i)``, as an outcome the gateway's Recorder hands over."""
+    f = _fields(i)
+    return _Line(
+        f["route"], f["model"], f["tenant"], f["status"], f["reason"], f["latency"],
+        f["prompt_tokens"], f["completion_tokens"], f["endpoint"], f["ttft"], f["stream"],
+        f["request_id"], f["attributes"], f["trace_id"],
+    )  # fmt: skip
+
+
+def test_a_batch_is_one_write_of_the_lines_records_make() -> None:
+    one_by_one, together = CountingSink(), CountingSink()
+    log = AccessLog(one_by_one, clock=lambda: WALL)
     for i in range(5):
-        _record(direct, i)
-        _record(later, i)
-        now[0] += 0.5  # each line keeps the time it was recorded at, not the drain's
-    # Three records filled the batch and went out together; two still wait.
-    assert batched.getvalue() == b"".join(plain.getvalue().splitlines(keepends=True)[:3])
-    later.drain()
-    assert batched.getvalue() == plain.getvalue()
-    lines = [orjson.loads(x) for x in batched.getvalue().splitlines()]
-    assert [x["ts"] for x in lines[:2]] == [
-        "2023-11-14T22:13:20.250000Z",
-        "2023-11-14T22:13:20.750000Z",
-    ]
-    assert lines[0]["model"] == "invalid"  # bounded at format time, as unbatched
-    assert lines[2]["decisions"] == ["retried"]
-    later.drain()  # nothing left: writes nothing
-    assert batched.getvalue() == plain.getvalue()
+        log.record(**_fields(i))
+    assert one_by_one.writes == 5
+    # The same five requests as the gateway's Recorder hands them over: one write.
+    AccessLog(together, clock=lambda: WALL).write_outcomes([_outcome(i) for i in range(5)])
+    assert together.writes == 1
+    assert together.getvalue() == one_by_one.getvalue()
+    lines = [orjson.loads(x) for x in together.getvalue().splitlines()]
+    assert [x["request_id"] for x in lines] == ["r0", "r1", "r2", "r3", "r4"]
+    assert [x.get("trace_id") for x in lines] == ["trace0", None, None, "trace3", None]
 
 
-def test_a_logger_sink_is_never_batched() -> None:
-    import logging
-
-    logger = logging.getLogger("headway.test.batch")
-    logger.setLevel(logging.INFO)
+def test_a_logger_sink_gets_one_record_per_line() -> None:
     seen: list[str] = []
 
-    class Keep(logging.Handler):
+    class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
-    handler = Keep()
+    logger = logging.getLogger("headway.test.access.batch")
+    logger.setLevel(logging.INFO)
+    handler = Collect()
     logger.addHandler(handler)
     try:
-        log = AccessLog(logger, clock=lambda: WALL, batch=100)
-        _record(log, 1)
-        assert len(seen) == 1  # at once, one line per call
+        AccessLog(logger, clock=lambda: WALL).write_outcomes([_outcome(i) for i in range(3)])
+        assert [orjson.loads(x)["request_id"] for x in seen] == ["r0", "r1", "r2"]
     finally:
         logger.removeHandler(handler)
 

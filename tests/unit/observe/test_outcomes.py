@@ -108,10 +108,10 @@ def test_sketch_add_many_equals_add_and_respects_slices(clock: ManualClock) -> N
     assert many.merged().count == one.merged().count == 50
 
 
-def test_write_outcomes_writes_the_lines_line_writes_in_finish_order() -> None:
+def test_write_outcomes_writes_what_record_writes_in_finish_order() -> None:
     direct, batched = io.BytesIO(), io.BytesIO()
     log = AccessLog(direct, clock=lambda: WALL, models=["gpt-4o", "llama"])
-    batch_log = AccessLog(batched, clock=lambda: WALL, models=["gpt-4o", "llama"], batch=4)
+    batch_log = AccessLog(batched, clock=lambda: WALL, models=["gpt-4o", "llama"])
     attrs = {"decisions": ["retried", "fell_back"]}
     done = [
         Done("chat", "gpt-4o", "acme", 200, "ok", 0.0012345, 12, 9, endpoint="p/ep0",
@@ -120,23 +120,22 @@ def test_write_outcomes_writes_the_lines_line_writes_in_finish_order() -> None:
         Done("chat", "llama", "acme", 200, "ok", 2.5, 3, 40, 2.0, "p/ep1", 0.25, True, "r3"),
     ]  # fmt: skip
     for d in done:
-        log.line(
-            d.request_id, d.tenant, d.model, d.status, d.latency, d.endpoint, d.route, d.ttft,
-            d.prompt, d.completion, d.stream, d.reason, d.attributes, d.trace_id,
+        log.record(
+            request_id=d.request_id, tenant=d.tenant, model=d.model, status=d.status,
+            latency=d.latency, endpoint=d.endpoint, route=d.route, ttft=d.ttft,
+            prompt_tokens=d.prompt, completion_tokens=d.completion, stream=d.stream,
+            reason=d.reason, attributes=d.attributes, trace_id=d.trace_id,
         )  # fmt: skip
-    # A record left in the log's own batch goes out first: lines keep their finish order.
-    batch_log.line(
-        "r0", "acme", "gpt-4o", 200, 0.1, None, "chat", None, 1, 1, False, "ok", {}, None
-    )  # fmt: skip
     batch_log.write_outcomes(done)
+    assert batched.getvalue() == direct.getvalue()
     lines = [orjson.loads(x) for x in batched.getvalue().splitlines()]
-    assert [x["request_id"] for x in lines] == ["r0", "r1", "r2", "r3"]
-    assert batched.getvalue().split(b"\n", 1)[1] == direct.getvalue()
-    assert lines[1]["decisions"] == ["retried", "fell_back"]
-    assert lines[1]["trace_id"] == "t1"
-    assert lines[2]["model"] == "other"  # client input outside the allow-list is not logged
-    assert lines[3]["ttft_ms"] == 250.0
-    assert lines[3]["stream"] is True
+    assert [x["request_id"] for x in lines] == ["r1", "r2", "r3"]
+    assert lines[0]["decisions"] == ["retried", "fell_back"]
+    assert lines[0]["trace_id"] == "t1"
+    assert "trace_id" not in lines[1]
+    assert lines[1]["model"] == "other"  # client input outside the allow-list is not logged
+    assert lines[2]["ttft_ms"] == 250.0
+    assert lines[2]["stream"] is True
     assert {x["ts"] for x in lines} == {"2023-11-14T22:13:20.250000Z"}
 
 
