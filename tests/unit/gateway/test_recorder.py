@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 
 import orjson
 
@@ -67,3 +68,12 @@ async def test_drain_records_at_once_and_the_scheduled_turn_finds_nothing(
     recorder.finish(_obs(clock.now()), 200, "ok")  # a new turn schedules a new drain
     await asyncio.sleep(0)
     assert len(sink.getvalue().splitlines()) == 2
+
+
+async def test_upstream_attempts_are_counted_with_the_turn(clock: ManualClock) -> None:
+    recorder, metrics, _, _ = _setup(clock)
+    recorder.attempt("p/ep0", 200, 0.01)
+    recorder.attempt("p/ep0", 503, 0.02)
+    assert math.isnan(metrics.endpoint_latency_quantiles("p/ep0", (0.5,))[0])  # nothing yet
+    await asyncio.sleep(0)
+    assert metrics.endpoint_latency_quantiles("p/ep0", (1.0,))[0] > 0.019

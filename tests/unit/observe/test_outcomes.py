@@ -144,3 +144,21 @@ def test_write_outcomes_on_a_disabled_log_writes_nothing() -> None:
     log = AccessLog(sink, clock=lambda: WALL, enabled=False)
     log.write_outcomes([Done("chat", "m", "t", 200, "ok", 0.1, request_id="r")])
     assert sink.getvalue() == b""
+
+
+def test_attempts_batch_counts_each_endpoint_and_status(clock: ManualClock) -> None:
+    metrics = GatewayMetrics(endpoints=["p/ep0", "p/ep1"], clock=clock)
+    metrics.record_attempts(
+        [("p/ep0", 200, 0.01), ("p/ep0", 200, 0.03), ("p/ep1", 503, 0.002), ("p/ep0", 200, 0.02)]
+    )
+    metrics.upstream("p/ep1", 0, 0.5)  # one attempt alone goes the same way
+    got = samples(metrics)
+    ok = ("headway_upstream_requests_total", (("endpoint", "p/ep0"), ("status", "200")))
+    assert got[ok] == 3
+    assert got[("headway_upstream_requests_total", (("endpoint", "p/ep1"), ("status", "503")))] == 1
+    assert got[("headway_upstream_requests_total", (("endpoint", "p/ep1"), ("status", "0")))] == 1
+    ep0 = (("endpoint", "p/ep0"),)
+    assert got[("headway_upstream_duration_seconds_count", ep0)] == 3
+    assert abs(got[("headway_upstream_duration_seconds_sum", ep0)] - 0.06) < 1e-12
+    assert metrics.endpoint_latency_quantiles("p/ep0", (0.5,))[0] == pytest.approx(0.02, rel=0.02)
+    assert metrics.endpoint_latency_quantiles("p/ep1", (1.0,))[0] == pytest.approx(0.5, rel=0.02)
