@@ -114,15 +114,24 @@ class Recorder:
             obs.generation = latency  # a whole answer's tokens arrive with its body
         self._pending.append(obs)
         if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.drain)
+            self._schedule()
 
     def attempt(self, endpoint: str, status: int, seconds: float) -> None:
         """One upstream attempt (status 0: no HTTP response), for the metrics."""
         self._attempts.append((endpoint, status, seconds))
         if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.drain)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Drain at the end of this loop turn; at once when no loop runs (a stream closed by
+        the garbage collector after its loop is gone must still be counted)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.drain()
+            return
+        self._scheduled = True
+        loop.call_soon(self.drain)
 
     def drain(self) -> None:
         """Record every queued observation and attempt now."""

@@ -77,3 +77,9 @@ async def test_upstream_attempts_are_counted_with_the_turn(clock: ManualClock) -
     assert math.isnan(metrics.endpoint_latency_quantiles("p/ep0", (0.5,))[0])  # nothing yet
     await asyncio.sleep(0)
     assert metrics.endpoint_latency_quantiles("p/ep0", (1.0,))[0] > 0.019
+
+
+def test_without_a_running_loop_an_outcome_is_recorded_at_once(clock: ManualClock) -> None:
+    recorder, _, sink, _ = _setup(clock)
+    recorder.finish(_obs(clock.now()), 200, "ok")  # e.g. a stream closed after its loop ended
+    assert len(sink.getvalue().splitlines()) == 1
