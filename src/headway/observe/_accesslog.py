@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -124,48 +124,64 @@ class AccessLog:
     def write_outcomes(self, outcomes: Sequence[Logged]) -> None:
         """One line per finished request, in order, all stamped with this moment and written
         together: the gateway writes a batch per event-loop turn, so a line's time is within a
-        turn of its answer."""
+        turn of its answer. With a model allow-list, the C formatter writes the lines when it
+        was built (the same bytes, a quarter of the instructions)."""
         if not outcomes or not self.active:
             return
         ts = _from_timestamp(self._clock(), _UTC)
         models = self._models
-        lines = []
-        for o in outcomes:
-            model = o.model
-            if model is not None:
-                if models is not None:
-                    if model not in models:
-                        model = OTHER
-                elif _MODEL_ID.fullmatch(model) is None:
-                    model = "invalid"
-            ttft = o.ttft
-            attributes = o.attributes
-            line = {
-                "ts": ts,
-                "request_id": o.request_id,
-                "tenant": o.tenant,
-                "route": o.route,
-                "model": model,
-                "endpoint": o.endpoint,
-                "status": o.status,
-                "reason": o.reason,
-                # round(x) / 1000: the same milliseconds as round(ms, 3), at a third of the cost.
-                "latency_ms": round(o.latency * 1e6) / 1000.0,
-                "ttft_ms": None if ttft is None else round(ttft * 1e6) / 1000.0,
-                "prompt_tokens": o.prompt,
-                "completion_tokens": o.completion,
-                "stream": o.stream,
-                "decisions": decision_reasons(attributes) if attributes else [],
-            }
-            trace_id = o.trace_id
-            if trace_id is not None:
-                line["trace_id"] = trace_id
-            lines.append(_dumps(line, option=_OPTIONS))
-        self._write(lines[0] if len(lines) == 1 else b"".join(lines))
+        if _format_lines is not None and models is not None:
+            try:
+                data = _format_lines(
+                    _dumps(ts, option=orjson.OPT_UTC_Z), outcomes, models, OTHER, decision_reasons
+                )
+            except (TypeError, ValueError):  # an odd value: the Python path says what it makes
+                data = _lines(ts, outcomes, models)
+        else:
+            data = _lines(ts, outcomes, models)
+        self._write(data)
 
     def set_models(self, models: Iterable[str] | None) -> None:
         """Replace the model allow-list (on config reload)."""
         self._models = None if models is None else frozenset(models)
+
+
+def _lines(ts: dt.datetime, outcomes: Sequence[Logged], models: frozenset[str] | None) -> bytes:
+    """The reference formatting: a dict per line, serialised by orjson (measured faster than a
+    bytes template or orjson's dataclass path)."""
+    lines = []
+    for o in outcomes:
+        model = o.model
+        if model is not None:
+            if models is not None:
+                if model not in models:
+                    model = OTHER
+            elif _MODEL_ID.fullmatch(model) is None:
+                model = "invalid"
+        ttft = o.ttft
+        attributes = o.attributes
+        line = {
+            "ts": ts,
+            "request_id": o.request_id,
+            "tenant": o.tenant,
+            "route": o.route,
+            "model": model,
+            "endpoint": o.endpoint,
+            "status": o.status,
+            "reason": o.reason,
+            # round(x) / 1000: the same milliseconds as round(ms, 3), at a third of the cost.
+            "latency_ms": round(o.latency * 1e6) / 1000.0,
+            "ttft_ms": None if ttft is None else round(ttft * 1e6) / 1000.0,
+            "prompt_tokens": o.prompt,
+            "completion_tokens": o.completion,
+            "stream": o.stream,
+            "decisions": decision_reasons(attributes) if attributes else [],
+        }
+        trace_id = o.trace_id
+        if trace_id is not None:
+            line["trace_id"] = trace_id
+        lines.append(_dumps(line, option=_OPTIONS))
+    return lines[0] if len(lines) == 1 else b"".join(lines)
 
 
 class _Line(NamedTuple):
@@ -191,3 +207,11 @@ _from_timestamp = dt.datetime.fromtimestamp
 _UTC = dt.UTC
 _dumps = orjson.dumps
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
+
+_format_lines: Callable[[bytes, Sequence[Any], frozenset[str], str, Any], bytes] | None
+try:  # built from _speedups.c at install when a C compiler is there (see setup.py)
+    from ._speedups import format_lines
+
+    _format_lines = format_lines
+except ImportError:  # pragma: no cover - the pure-Python path formats every line
+    _format_lines = None

@@ -1,0 +1,10 @@
+from collections.abc import Callable, Sequence
+from typing import Any
+
+def format_lines(
+    ts: bytes,
+    outcomes: Sequence[Any],
+    models: frozenset[str],
+    other: str,
+    decisions: Callable[[Any], list[str]],
+) -> bytes: ...

@@ -1,0 +1,102 @@
+"""The C access-log formatter writes exactly the bytes of the Python reference path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headway.observe import OTHER, AccessLog, decision_reasons
+from headway.observe import _accesslog as accesslog
+
+C_FORMAT = accesslog._format_lines
+if C_FORMAT is None and not os.environ.get("CI"):
+    pytest.skip(
+        "headway.observe._speedups was not built (no C compiler at install): "
+        "the pure-Python path formats every line",
+        allow_module_level=True,
+    )
+# In CI the extension must have been built: a missing one fails here, never skips.
+assert C_FORMAT is not None, "CI builds headway.observe._speedups (setup.py)"
+
+MODELS = frozenset({"gpt-4o", "llama", "qwen/Qwen2.5:7b@main"})
+TS = dt.datetime(2026, 11, 25, 16, 18, 13, 139403, tzinfo=dt.UTC)
+
+
+@dataclass
+class Rec:
+    request_id: str | None
+    tenant: str | None
+    route: str | None
+    model: str | None
+    endpoint: str | None
+    status: int
+    reason: str | None
+    latency: float
+    ttft: float | None
+    prompt: int | None
+    completion: int | None
+    stream: bool
+    attributes: Mapping[str, object] | None
+    trace_id: str | None
+
+
+names = st.one_of(st.none(), st.text(max_size=20), st.sampled_from(sorted(MODELS)))
+tokens = st.one_of(st.none(), st.integers(min_value=0, max_value=2**53))
+seconds = st.floats(min_value=0.0, max_value=1e7, allow_nan=False)
+attributes = st.one_of(
+    st.none(),
+    st.just({}),
+    st.fixed_dictionaries({"decisions": st.lists(st.sampled_from(["retried", "shed", 'x"y']))}),
+    st.just({"fallback": ["upstream_error"], "cached": True}),
+)
+records = st.builds(
+    Rec, names, names, names, names, names, st.integers(100, 599), names, seconds,
+    st.one_of(st.none(), seconds), tokens, tokens, st.booleans(), attributes,
+    st.one_of(st.none(), st.text(max_size=40)),
+)  # fmt: skip
+
+
+def c_lines(recs: list[Rec]) -> bytes:
+    assert C_FORMAT is not None
+    ts = orjson.dumps(TS, option=orjson.OPT_UTC_Z)
+    return C_FORMAT(ts, recs, MODELS, OTHER, decision_reasons)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(records, min_size=1, max_size=5))
+def test_c_lines_equal_the_python_lines(recs: list[Rec]) -> None:
+    assert c_lines(recs) == accesslog._lines(TS, recs, MODELS)
+
+
+def test_escapes_and_numbers_match_orjson() -> None:
+    rec = Rec(
+        "r\"1\\", "t\x00\x1f\b\t\n\f\r", "chat", "pasted prompt", "é✓😀/\u2028", 200, None,
+        0.0012345, 0.25, 0, 2**40, True, {"decisions": ["retried", "retried", "shed"]}, "t" * 32,
+    )  # fmt: skip
+    line = c_lines([rec])
+    assert line == accesslog._lines(TS, [rec], MODELS)
+    parsed = orjson.loads(line)
+    assert parsed["tenant"] == "t\x00\x1f\b\t\n\f\r"
+    assert parsed["model"] == OTHER
+    assert parsed["latency_ms"] == 1.234  # round-half-even of 1234.5 us
+    assert parsed["decisions"] == ["retried", "shed"]
+
+
+def test_an_odd_value_falls_back_to_the_python_path() -> None:
+    out = io.BytesIO()
+    log = AccessLog(out, clock=lambda: 1_700_000_000.0, models=MODELS)
+    rec = Rec("r", "t", "chat", "gpt-4o", None, 200, "ok", 0.5, None, None, None, False, {}, None)
+    odd = Rec("r2", "t", "chat", "gpt-4o", None, 200, "ok", 0.5, None, 3.0, None, False, {}, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        c_lines([rec, odd])  # a float token count is not the C path's business
+    log.write_outcomes([rec, odd])
+    lines = [orjson.loads(x) for x in out.getvalue().splitlines()]
+    assert [x["prompt_tokens"] for x in lines] == [None, 3.0]
