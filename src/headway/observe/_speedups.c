@@ -1,4 +1,5 @@
-/* Access-log lines for a batch of request outcomes, formatted in C.
+/* The observability hot loops in C: access-log lines for a batch of request outcomes, and the
+ * DDSketch bin updates for a batch of values.
  *
  * Why: a line built as a dict and serialised by orjson costs ~16k instructions per request in
  * the gateway (bench/instructions.py), a third of what observability costs. This writes the
@@ -307,7 +308,69 @@ fail:
     return NULL;
 }
 
+/* add_to_bins(bins, values, inv_log_gamma, min_value) -> zeros
+ * DDSketch.add_many's loop: each value above min_value counts once in bins[ceil(log(v) * inv)]
+ * (the same libm log and ceil as math.log and math.ceil, so the same bins); returns how many
+ * were at or below min_value. ~300 instructions a value against ~2.5k in Python. */
+static PyObject *add_to_bins(PyObject *self, PyObject *args) {
+    PyObject *bins, *values;
+    double inv, floor_value;
+    if (!PyArg_ParseTuple(args, "O!O!dd", &PyDict_Type, &bins, &PyList_Type, &values, &inv,
+                          &floor_value)) {
+        return NULL;
+    }
+    long long zeros = 0;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(values, i);
+        double x;
+        if (PyFloat_CheckExact(item)) {
+            x = PyFloat_AS_DOUBLE(item);
+        } else {
+            x = PyFloat_AsDouble(item);
+            if (x == -1.0 && PyErr_Occurred()) {
+                return NULL;
+            }
+        }
+        if (!(x > floor_value)) {
+            zeros++;
+            continue;
+        }
+        double index = ceil(log(x) * inv);
+        if (!isfinite(index)) {
+            PyErr_SetString(PyExc_ValueError, "value out of range for a sketch");
+            return NULL;
+        }
+        PyObject *key = PyLong_FromDouble(index);
+        if (key == NULL) {
+            return NULL;
+        }
+        PyObject *current = PyDict_GetItemWithError(bins, key);
+        long long count = 0;
+        if (current != NULL) {
+            count = PyLong_AsLongLong(current);
+            if (count == -1 && PyErr_Occurred()) {
+                Py_DECREF(key);
+                return NULL;
+            }
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyObject *updated = PyLong_FromLongLong(count + 1);
+        int rc = updated == NULL ? -1 : PyDict_SetItem(bins, key, updated);
+        Py_XDECREF(updated);
+        Py_DECREF(key);
+        if (rc < 0) {
+            return NULL;
+        }
+    }
+    return PyLong_FromLongLong(zeros);
+}
+
 static PyMethodDef methods[] = {
+    {"add_to_bins", add_to_bins, METH_VARARGS,
+     "add_to_bins(bins, values, inv_log_gamma, min_value) -> zeros: DDSketch.add_many's loop."},
     {"format_lines", format_lines, METH_VARARGS,
      "format_lines(ts, outcomes, models, other, decisions) -> bytes: access-log lines."},
     {NULL, NULL, 0, NULL},
@@ -315,7 +378,9 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "headway.observe._speedups",
-    "Access-log formatting in C (see _accesslog.py for the reference Python path).", -1, methods,
+    "Access-log lines and sketch bins in C (_accesslog.py and _sketch.py hold the reference "
+    "Python paths).",
+    -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {

@@ -8,3 +8,6 @@ def format_lines(
     other: str,
     decisions: Callable[[Any], list[str]],
 ) -> bytes: ...
+def add_to_bins(
+    bins: dict[int, int], values: list[float], inv_log_gamma: float, min_value: float
+) -> int: ...

@@ -1,9 +1,10 @@
-"""The C access-log formatter writes exactly the bytes of the Python reference path."""
+"""The C hot loops (access-log lines, sketch bins) give exactly what the Python paths give."""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from headway.observe import OTHER, AccessLog, decision_reasons
 from headway.observe import _accesslog as accesslog
+from headway.observe import _sketch as sketch
 
 C_FORMAT = accesslog._format_lines
 if C_FORMAT is None and not os.environ.get("CI"):
@@ -100,3 +102,25 @@ def test_an_odd_value_falls_back_to_the_python_path() -> None:
     log.write_outcomes([rec, odd])
     lines = [orjson.loads(x) for x in out.getvalue().splitlines()]
     assert [x["prompt_tokens"] for x in lines] == [None, 3.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=-1.0, max_value=1e9, allow_nan=False),
+            st.floats(min_value=1e-12, max_value=1e-6),
+            st.integers(min_value=0, max_value=10**6),
+        ),
+        max_size=80,
+    )
+)
+def test_c_sketch_bins_equal_the_python_bins(values: list[float]) -> None:
+    assert sketch._add_to_bins is not None
+    c_bins: dict[int, int] = {3: 1}
+    py_bins: dict[int, int] = {3: 1}
+    inv, floor = 1.0 / math.log(1.02), 1e-9
+    assert sketch._add_to_bins(c_bins, values, inv, floor) == sketch._python_add_to_bins(
+        py_bins, values, inv, floor
+    )
+    assert c_bins == py_bins
