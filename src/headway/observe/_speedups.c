@@ -209,10 +209,17 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
         return NULL;
     }
     Buf b = {NULL, 0, 0};
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *o = items[i];
+    if (!PyAnySet_Check(models)) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_TypeError, "models must be a set or frozenset");
+        return NULL;
+    }
+    PyObject *o = NULL;
+    /* The size and the item are read afresh each time, and the item is held: attribute
+     * getters and the decisions callback run Python code, which could change the list. */
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        o = PySequence_Fast_GET_ITEM(seq, i);
+        Py_INCREF(o);
         if (PUT_LIT(&b, "{\"ts\":") < 0 || put(&b, ts, ts_len) < 0) goto fail;
         FIELD(",\"request_id\":", s_request_id, put_str);
         FIELD(",\"tenant\":", s_tenant, put_str);
@@ -297,12 +304,14 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
             if (rc < 0) goto fail;
         }
         if (PUT_LIT(&b, "}\n") < 0) goto fail;
+        Py_CLEAR(o);
     }
     Py_DECREF(seq);
     PyObject *result = PyBytes_FromStringAndSize(b.data ? b.data : "", b.size);
     PyMem_Free(b.data);
     return result;
 fail:
+    Py_XDECREF(o);
     Py_DECREF(seq);
     PyMem_Free(b.data);
     return NULL;
@@ -320,14 +329,16 @@ static PyObject *add_to_bins(PyObject *self, PyObject *args) {
         return NULL;
     }
     long long zeros = 0;
-    Py_ssize_t n = PyList_GET_SIZE(values);
-    for (Py_ssize_t i = 0; i < n; i++) {
+    /* The size is read afresh each time: a non-float item's __float__ is Python code. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
         PyObject *item = PyList_GET_ITEM(values, i);
         double x;
         if (PyFloat_CheckExact(item)) {
             x = PyFloat_AS_DOUBLE(item);
         } else {
+            Py_INCREF(item);
             x = PyFloat_AsDouble(item);
+            Py_DECREF(item);
             if (x == -1.0 && PyErr_Occurred()) {
                 return NULL;
             }

@@ -124,3 +124,22 @@ def test_c_sketch_bins_equal_the_python_bins(values: list[float]) -> None:
         py_bins, values, inv, floor
     )
     assert c_bins == py_bins
+
+
+def test_a_batch_changed_while_formatting_does_not_crash() -> None:
+    assert C_FORMAT is not None
+    attrs = {"decisions": ["retried"]}
+    recs = [
+        Rec(f"r{i}", "t", "chat", "gpt-4o", None, 200, "ok", 0.5, None, 1, 2, False, attrs, None)
+        for i in range(3)
+    ]
+
+    def shrinking(attributes: object) -> list[str]:
+        recs.clear()  # Python code run from inside the C loop changes the batch
+        return ["retried"]
+
+    ts = orjson.dumps(TS, option=orjson.OPT_UTC_Z)
+    lines = C_FORMAT(ts, recs, MODELS, OTHER, shrinking).splitlines()
+    assert [orjson.loads(x)["request_id"] for x in lines] == ["r0"]
+    with pytest.raises(TypeError):
+        C_FORMAT(ts, recs, ["gpt-4o"], OTHER, decision_reasons)  # type: ignore[arg-type]
