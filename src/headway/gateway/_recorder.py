@@ -16,11 +16,16 @@ loop turn behind; :meth:`Recorder.drain` brings them up to date at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from headway.core import Clock
 from headway.observe import AccessLog, GatewayMetrics, RequestTrace, SloBook
+
+log = logging.getLogger("headway.gateway")
+_T = TypeVar("_T")
 
 
 def new_request_id() -> str:
@@ -134,13 +139,14 @@ class Recorder:
         loop.call_soon(self.drain)
 
     def drain(self) -> None:
-        """Record every queued observation and attempt now."""
+        """Record every queued observation and attempt now. A sink that fails is logged and
+        the others still get the batch (a metrics bug must not cost the access log)."""
         self._scheduled = False
         attempts = self._attempts
         if attempts:
             self._attempts = []
             if self.metrics is not None:
-                self.metrics.record_attempts(attempts)
+                _guarded(self.metrics.record_attempts, attempts)
         batch = self._pending
         if not batch:
             return
@@ -149,30 +155,45 @@ class Recorder:
             for obs in batch:
                 if obs.trace is not None:
                     obs.trace_id = obs.trace.trace_id
-        slos = self.slos
-        if slos is not None:
-            for obs in batch:
-                slos.record(obs.route, obs.model, obs.status, obs.latency, obs.ttft)
+        if self.slos is not None:
+            _guarded(self._slos, batch)
         if self.metrics is not None:
-            self.metrics.record_requests(batch)
+            _guarded(self.metrics.record_requests, batch)
         if self.access_log is not None:
             for obs in batch:
                 if obs.request_id is None:
                     obs.request_id = new_request_id()
-            self.access_log.write_outcomes(batch)
+            _guarded(self.access_log.write_outcomes, batch)
         if self.tracing:
-            for obs in batch:
-                if obs.trace is not None:  # a stream's span ends here too: when it ended
-                    obs.trace.end(
-                        obs.status,
-                        obs.reason,
-                        request_id=obs.request_id,
-                        tenant=obs.tenant,
-                        model=obs.model,
-                        endpoint=obs.endpoint,
-                        stream=obs.stream,
-                        ttft=obs.ttft,
-                        prompt_tokens=obs.prompt,
-                        completion_tokens=obs.completion,
-                        attributes=obs.attributes,
-                    )
+            _guarded(_end_spans, batch)
+
+    def _slos(self, batch: list[Observation]) -> None:
+        slos = self.slos
+        assert slos is not None
+        for obs in batch:
+            slos.record(obs.route, obs.model, obs.status, obs.latency, obs.ttft)
+
+
+def _end_spans(batch: list[Observation]) -> None:
+    for obs in batch:
+        if obs.trace is not None:  # a stream's span ends here too: when it ended
+            obs.trace.end(
+                obs.status,
+                obs.reason,
+                request_id=obs.request_id,
+                tenant=obs.tenant,
+                model=obs.model,
+                endpoint=obs.endpoint,
+                stream=obs.stream,
+                ttft=obs.ttft,
+                prompt_tokens=obs.prompt,
+                completion_tokens=obs.completion,
+                attributes=obs.attributes,
+            )
+
+
+def _guarded(sink: Callable[[_T], object], batch: _T) -> None:
+    try:
+        sink(batch)
+    except Exception:
+        log.exception("recording a batch of %s failed", getattr(sink, "__qualname__", sink))

@@ -7,6 +7,7 @@ import io
 import math
 
 import orjson
+import pytest
 
 from headway.core import ManualClock
 from headway.gateway._recorder import Observation, Recorder
@@ -83,3 +84,18 @@ def test_without_a_running_loop_an_outcome_is_recorded_at_once(clock: ManualCloc
     recorder, _, sink, _ = _setup(clock)
     recorder.finish(_obs(clock.now()), 200, "ok")  # e.g. a stream closed after its loop ended
     assert len(sink.getvalue().splitlines()) == 1
+
+
+async def test_a_failing_sink_does_not_cost_the_others(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder, metrics, sink, _ = _setup(clock)
+
+    def broken(batch: object) -> None:
+        raise RuntimeError("a metrics bug")
+
+    metrics.record_requests = broken  # type: ignore[method-assign]
+    recorder.finish(_obs(clock.now()), 200, "ok")
+    await asyncio.sleep(0)
+    assert len(sink.getvalue().splitlines()) == 1  # the access log still got its line
+    assert "recording a batch" in caplog.text
