@@ -391,14 +391,16 @@ async def judge_p99(
     return doc, load
 
 
-async def test_a_canary_with_the_same_median_and_a_3x_p99_tail_fails_on_the_tail(
+async def test_a_canary_with_the_same_median_and_a_5x_p99_tail_fails_on_the_tail(
     start_gateway: Callable[..., Any],
 ) -> None:
-    # 3% of canary requests take 3x as long: the median and p95 stay put, the p99 triples.
+    # 3% of canary requests take 5x as long: the median and p95 stay put, the p99 goes 5x.
     # With the canary sim's seed (2), every run of 1000-1800 of its draws after the warm-up
     # holds 30-50 spikes, 7-15 more than the canary's lower p99 bound needs above it to land on
-    # a spike (23-33 at alpha 0.001), so the outcome does not hang on the dice.
-    faults = {"spike_rate": 0.03, "spike_seconds": 2 * P99_TTFT}
+    # a spike (23-33 at alpha 0.001), so the outcome does not hang on the dice. Why 5x, not 3x:
+    # a loaded CI machine gives the stable side a tail of its own (seen: canary p99 245 ms vs
+    # stable 104 ms with a 3x spike, the ratio's lower bound 1.28x, under the 1.5x tolerance).
+    faults = {"spike_rate": 0.03, "spike_seconds": 4 * P99_TTFT}
     doc, load = await judge_p99(start_gateway, faults)
     evidence = [m["reason"] for a in analyses(doc) for m in a["metrics"]]
     assert doc["phase"] == "aborted", evidence
@@ -413,7 +415,7 @@ async def test_a_canary_with_the_same_median_and_a_3x_p99_tail_fails_on_the_tail
         measured, thresholds = metric["measured"], metric["thresholds"]
         # The tail decided: its lower bound clears the tolerance, and the reason says so first.
         assert thresholds["tail_quantile"] == 0.99
-        assert measured["tail_a"] > 2.5 * measured["median_b"]  # a 3x p99
+        assert measured["tail_a"] > 4 * measured["median_b"]  # a 5x p99
         assert measured["tail_ratio_lower"] > thresholds["tail_tolerance"] == 1.5
         assert metric["reason"].startswith("p99 ")
         assert "> tail tolerance 1.5x" in metric["reason"]
@@ -428,7 +430,7 @@ async def test_the_same_canary_without_the_tail_passes_the_p99_check(
     start_gateway: Callable[..., Any],
 ) -> None:
     """The control: identical traffic and windows, no spikes; the p99 bound exists and stays
-    under the tolerance, so the 3x-tail failure above is the tail's doing, not the rig's."""
+    under the tolerance, so the 5x-tail failure above is the tail's doing, not the rig's."""
     doc, load = await judge_p99(start_gateway, {})
     assert doc["phase"] == "promoted", doc["status"]
     passed = [a for a in analyses(doc) if a["verdict"] == "pass"]
