@@ -19,7 +19,7 @@ never stall request handling. ``open_control_store(url)`` picks the backend by U
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "VersionDraft",
+    "pending_migrations",
     "sha256_text",
     "version_audit",
 ]
@@ -182,3 +183,17 @@ def version_audit(version: ConfigVersion, draft: VersionDraft) -> tuple[str, str
     detail = {"message": version.message, "sha256": version.sha256, "changes": len(version.diff)}
     detail.update(draft.detail)
     return draft.action, f"config/{version.number}", detail
+
+
+def pending_migrations(
+    done: int, migrations: Sequence[tuple[str, ...]]
+) -> list[tuple[int, tuple[str, ...]]]:
+    """The migrations a store at schema version ``done`` still needs, numbered from
+    ``done + 1``; a store newer than ``migrations`` is refused (an older Headway must not
+    write to a schema it does not know)."""
+    if done > len(migrations):
+        raise StoreError(
+            f"store schema version {done} is newer than this Headway knows "
+            f"({len(migrations)}); upgrade Headway"
+        )
+    return list(enumerate(migrations[done:], start=done + 1))

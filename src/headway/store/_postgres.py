@@ -29,6 +29,7 @@ from ._control import (
     ConfigVersion,
     StoreError,
     StoreUnavailable,
+    pending_migrations,
     version_audit,
 )
 
@@ -139,12 +140,7 @@ class PostgresControlStore:
             cursor = await conn.execute(self._q("SELECT max(version) FROM {s}.schema_version"))
             row = await cursor.fetchone()
             done = (row[0] if row else None) or 0
-            if done > len(_MIGRATIONS):
-                raise StoreError(
-                    f"store schema version {done} is newer than this Headway knows "
-                    f"({len(_MIGRATIONS)}); upgrade Headway"
-                )
-            for number, statements in enumerate(_MIGRATIONS[done:], start=done + 1):
+            for number, statements in pending_migrations(done, _MIGRATIONS):
                 for statement in statements:
                     await conn.execute(self._q(statement))
                 await conn.execute(

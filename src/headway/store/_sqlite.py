@@ -25,6 +25,7 @@ from ._control import (
     ConfigVersion,
     StoreError,
     StoreUnavailable,
+    pending_migrations,
     version_audit,
 )
 
@@ -140,12 +141,7 @@ class SqliteControlStore:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
             done = row[0] or 0
-            if done > len(_MIGRATIONS):
-                raise StoreError(
-                    f"store schema version {done} is newer than this Headway knows "
-                    f"({len(_MIGRATIONS)}); upgrade Headway"
-                )
-            for number, statements in enumerate(_MIGRATIONS[done:], start=done + 1):
+            for number, statements in pending_migrations(done, _MIGRATIONS):
                 for statement in statements:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
