@@ -23,6 +23,7 @@ from pathlib import Path
 from headway.config import ConfigError
 from headway.rollout import (
     DEFAULT_LAST_GOOD,
+    ApplyResult,
     ConcurrentChange,
     ConfigVersions,
     LastKnownGood,
@@ -169,26 +170,31 @@ def _as_version(text: str) -> int | None:
 async def _apply(versions: ConfigVersions, args: argparse.Namespace) -> int:
     text = args.files[args.file]
     result = await versions.apply(text, author=args.author, message=args.message, source=args.file)
-    version = result.version
-    if not result.changed:
-        print(f"no change: {args.file} is identical to the current version {version.number}")
-    else:
-        print(f"applied version {version.number}: {_count(version)}")
-        for line in version.diff:
-            print(f"  {line}")
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return 0
+    number = result.version.number
+    return _report(
+        result,
+        f"no change: {args.file} is identical to the current version {number}",
+        f"applied version {number}: {_count(result.version)}",
+    )
 
 
 async def _rollback(versions: ConfigVersions, args: argparse.Namespace) -> int:
     result = await versions.rollback(args.version, author=args.author, message=args.message)
     version = result.version
+    return _report(
+        result,
+        f"no change: version {version.number} already has that config",
+        f"applied version {version.number} ({version.message}): {_count(version)}",
+    )
+
+
+def _report(result: ApplyResult, unchanged: str, applied: str) -> int:
+    """What an apply or a rollback did: one headline, the new version's changes, warnings."""
     if not result.changed:
-        print(f"no change: version {version.number} already has that config")
+        print(unchanged)
     else:
-        print(f"applied version {version.number} ({version.message}): {_count(version)}")
-        for line in version.diff:
+        print(applied)
+        for line in result.version.diff:
             print(f"  {line}")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
