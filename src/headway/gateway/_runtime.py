@@ -56,10 +56,9 @@ class Runtime:
         slos_before: SloBook | None = None,
     ) -> None:
         self.config = config
-        #: Where this runtime's requests are counted and logged; None = that work is skipped
-        #: (``observe.metrics`` / ``observe.access_log`` off).
+        #: Where this runtime's requests are counted (streams' timers, the recorder); None =
+        #: ``observe.metrics`` off. The access log is only the recorder's business.
         self.metrics = metrics
-        self.access_log = access_log
         #: Spans per request (``observe.tracing``); None = no span is made.
         self.tracer = tracer
         #: The configured SLOs' burn rates (None: no SLO configured). ``slos_before`` is the

@@ -75,13 +75,10 @@ class SlidingSketch:
         self._pending_until = -math.inf
 
     def add(self, value: float) -> None:
-        pending = self._pending
-        if self._clock.now() >= self._pending_until or len(pending) >= BATCH:
-            self._fold()
-        pending.append(value)
+        self.add_many([value])
 
     def add_many(self, values: list[float]) -> None:
-        """``add`` for each of ``values``, with one clock read."""
+        """Each of ``values``, with one clock read (the gateway adds a loop turn's run)."""
         pending = self._pending
         if self._clock.now() >= self._pending_until:
             self._fold()
