@@ -192,17 +192,8 @@ class ConfigApi:
             if not isinstance(text, str):
                 raise _bad("a JSON apply needs 'yaml': the config text", "yaml")
         else:
-            try:
-                text = request.body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _bad("the config must be UTF-8 text", "body") from None
-        message = _field(request, body, "message")
-        if not message:
-            raise _bad(
-                "say why: an 'x-headway-message' header (or 'message' in JSON) is required",
-                "message",
-            )
-        author = _field(request, body, "author") or DEFAULT_AUTHOR
+            text = _text_body(request)
+        message, author = _why_and_who(request, body, "")
         try:
             with _store_errors():
                 result = await control.apply(text, author=author, message=message)
@@ -256,19 +247,9 @@ class ConfigApi:
                 raise _bad("staging needs 'yaml' (a config text) or 'version'", "yaml")
             text, default_message = given, ""
         else:
-            try:
-                text = request.body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _bad("the config must be UTF-8 text", "body") from None
-            default_message = ""
+            text, default_message = _text_body(request), ""
         weight = _weight(request, body)
-        message = _field(request, body, "message") or default_message
-        if not message:
-            raise _bad(
-                "say why: an 'x-headway-message' header (or 'message' in JSON) is required",
-                "message",
-            )
-        author = _field(request, body, "author") or DEFAULT_AUTHOR
+        message, author = _why_and_who(request, body, default_message)
         try:
             with _store_errors():
                 staged = await control.stage(text, weight=weight, author=author, message=message)
@@ -410,6 +391,25 @@ def _field(request: Request, body: dict[str, Any] | None, name: str) -> str | No
         return None if value is None else value.strip()  # as the header: blank is no reason
     header = request.headers.get(b"x-headway-" + name.encode())
     return None if header is None else header.decode("utf-8", "replace").strip()
+
+
+def _text_body(request: Request) -> str:
+    """A config sent as the raw request body."""
+    try:
+        return request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad("the config must be UTF-8 text", "body") from None
+
+
+def _why_and_who(request: Request, body: dict[str, Any] | None, default: str) -> tuple[str, str]:
+    """A write's message (required, or ``default``) and author, from headers or JSON."""
+    message = _field(request, body, "message") or default
+    if not message:
+        raise _bad(
+            "say why: an 'x-headway-message' header (or 'message' in JSON) is required",
+            "message",
+        )
+    return message, _field(request, body, "author") or DEFAULT_AUTHOR
 
 
 def _bad(message: str, param: str) -> GatewayError:
