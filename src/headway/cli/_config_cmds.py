@@ -31,7 +31,13 @@ from headway.rollout import (
     VersionNotFound,
     diff_texts,
 )
-from headway.store import DEFAULT_STORE_URL, ConfigVersion, StoreError, open_control_store
+from headway.store import (
+    DEFAULT_STORE_URL,
+    ConfigVersion,
+    StoreError,
+    open_control_store,
+    parse_version_number,
+)
 
 __all__ = ["CONFIG_USAGE", "config_versions_main"]
 
@@ -151,20 +157,10 @@ def _user() -> str:
 
 
 def _version_number(text: str) -> int:
-    number = _as_version(text)
+    number = parse_version_number(text)
     if number is None:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return number
-
-
-def _as_version(text: str) -> int | None:
-    """``text`` as a version number, else None: ASCII digits only (isdigit also takes
-    superscripts, which int() refuses), at most the stores' BIGINT maximum (a larger number
-    overflows the SQLite/PostgreSQL driver)."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:
-        return None
-    number = int(text)
-    return number if 1 <= number <= 2**63 - 1 else None
 
 
 async def _apply(versions: ConfigVersions, args: argparse.Namespace) -> int:
@@ -266,7 +262,7 @@ async def _resolve(
 ) -> tuple[str, str]:
     """A version number or a file (read already) -> (label, YAML text)."""
     if operand.isascii() and operand.isdigit():
-        number = _as_version(operand)
+        number = parse_version_number(operand)
         if number is None:
             raise VersionNotFound(f"no config version {operand}: versions are numbered from 1")
         return f"version {operand}", (await versions.get(number)).yaml_text

@@ -36,7 +36,7 @@ import orjson
 from headway.config import ConfigError
 from headway.http import Request, Response
 from headway.rollout import ConcurrentChange, VersionNotFound, diff_texts
-from headway.store import ConfigVersion, StoreError
+from headway.store import MAX_VERSION_NUMBER, ConfigVersion, StoreError, parse_version_number
 
 from ._control import StageError
 from ._errors import GatewayError, NotFound
@@ -53,7 +53,6 @@ _YAML = b"application/yaml; charset=utf-8"
 #: Who made a change through the API when the caller does not say (the token is shared).
 DEFAULT_AUTHOR = "admin-api"
 #: The largest version number a store holds (a signed 64-bit integer column).
-_MAX_VERSION = 2**63 - 1
 
 
 class NoControlStore(GatewayError):
@@ -128,7 +127,7 @@ class ConfigApi:
     async def version(self, request: Request) -> Response:
         control = self._control()
         raw = request.path[len(VERSIONS_PREFIX) :]
-        number = _version_number(raw)
+        number = parse_version_number(raw)
         if number is None:
             raise NotFound(f"no config version {raw!r}: versions are numbered from 1")
         with _store_errors():
@@ -329,25 +328,17 @@ def _positive(request: Request, name: str) -> int | None:
     values = parse_qs(request.query).get(name)
     if not values:
         return None
-    number = _version_number(values[-1])
+    number = parse_version_number(values[-1])
     if number is None:
         raise _bad(f"{name} must be a positive integer", name)
     return number
 
 
-def _version_number(raw: str) -> int | None:
-    """``raw`` as a positive integer the store can hold, else None. ASCII digits only
-    (``str.isdigit`` also accepts e.g. superscripts, which ``int`` refuses), and at most
-    SQLite's and PostgreSQL's BIGINT maximum (a larger number overflows the driver)."""
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
-        return None
-    number = int(raw)
-    return number if 1 <= number <= _MAX_VERSION else None
-
-
 def _is_version(value: Any) -> bool:
     """A JSON ``version`` a store can hold (not a bool, not past BIGINT)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_VERSION
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    return 1 <= value <= MAX_VERSION_NUMBER
 
 
 def _weight(request: Request, body: dict[str, Any] | None) -> float:

@@ -11,6 +11,7 @@ This package imports only ``headway.core``.
 from typing import TYPE_CHECKING, Any
 
 from ._control import (
+    MAX_VERSION_NUMBER,
     AuditEntry,
     BuildVersion,
     ConfigVersion,
@@ -19,6 +20,7 @@ from ._control import (
     StoreError,
     StoreUnavailable,
     VersionDraft,
+    parse_version_number,
     sha256_text,
 )
 from ._control_url import DEFAULT_STORE_URL, open_control_store
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "MAX_VERSION_NUMBER",
     "AuditEntry",
     "BuildVersion",
     "ConfigVersion",
@@ -50,6 +53,7 @@ __all__ = [
     "VersionDraft",
     "gcra_step",
     "open_control_store",
+    "parse_version_number",
     "sha256_text",
 ]
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 __all__ = [
+    "MAX_VERSION_NUMBER",
     "AuditEntry",
     "ConfigVersion",
     "ControlStore",
@@ -32,6 +33,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "VersionDraft",
+    "parse_version_number",
     "pending_migrations",
     "sha256_text",
     "version_audit",
@@ -197,3 +199,17 @@ def pending_migrations(
             f"({len(migrations)}); upgrade Headway"
         )
     return list(enumerate(migrations[done:], start=done + 1))
+
+
+#: The largest version number a store holds: SQLite's and PostgreSQL's BIGINT maximum (a
+#: larger one overflows the drivers).
+MAX_VERSION_NUMBER = 2**63 - 1
+
+
+def parse_version_number(text: str) -> int | None:
+    """``text`` as a version number a store can hold, else None. ASCII digits only
+    (``str.isdigit`` also takes e.g. superscripts, which ``int`` refuses)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_VERSION_NUMBER else None
