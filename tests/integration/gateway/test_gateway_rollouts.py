@@ -126,6 +126,8 @@ class Traffic:
         self.sides: dict[str, int] = {"stable": 0, "canary": 0}
         self.failures: list[BaseException] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._want = 0  # answers ``served`` waits for (0: nobody waits)
+        self._enough = asyncio.Event()
 
     def start(self) -> Traffic:
         self._tasks = [asyncio.create_task(self._run()) for _ in range(self._workers)]
@@ -141,10 +143,20 @@ class Traffic:
                 )
                 raw.parse()
                 self.sides[raw.headers["x-headway-variant"]] += 1
+                if self._want and sum(self.sides.values()) >= self._want:
+                    self._enough.set()
             except openai.APIError as error:
                 self.failures.append(error)
             if self._pause:
                 await asyncio.sleep(self._pause)
+
+    async def served(self, count: int, within: float) -> None:
+        """Until the clients have seen ``count`` answers, for at most ``within`` seconds (a
+        loaded CI machine can take far longer than a quiet one to answer the first few)."""
+        self._want = count
+        if sum(self.sides.values()) < count:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._enough.wait(), within)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -217,10 +229,10 @@ async def test_a_canary_with_20_percent_errors_is_aborted_and_clients_never_see_
     assert gw.sim("c1").app.served > 0
     # From the abort on, every request goes to stable.
     after = Traffic(gw).start()
-    await asyncio.sleep(0.3)
+    await after.served(20, within=10.0)
     await after.stop()
     assert after.sides["canary"] == 0
-    assert after.sides["stable"] > 0
+    assert after.sides["stable"] >= 20
 
 
 async def test_a_canary_with_3x_latency_fails_the_latency_gate(
@@ -252,10 +264,10 @@ async def test_a_healthy_canary_is_promoted_to_100_percent(
     assert [s["state"] for s in doc["steps"]] == ["done"] * 4
     assert load.failures == []
     after = Traffic(gw).start()
-    await asyncio.sleep(0.3)
+    await after.served(20, within=10.0)
     await after.stop()
     assert after.sides == {"stable": 0, "canary": after.sides["canary"]}
-    assert after.sides["canary"] > 0
+    assert after.sides["canary"] >= 20
 
 
 class RawLoad:
@@ -391,16 +403,17 @@ async def judge_p99(
     return doc, load
 
 
-async def test_a_canary_with_the_same_median_and_a_5x_p99_tail_fails_on_the_tail(
+async def test_a_canary_with_the_same_median_and_a_9x_p99_tail_fails_on_the_tail(
     start_gateway: Callable[..., Any],
 ) -> None:
-    # 3% of canary requests take 5x as long: the median and p95 stay put, the p99 goes 5x.
+    # 3% of canary requests take 9x as long: the median and p95 stay put, the p99 goes 9x.
     # With the canary sim's seed (2), every run of 1000-1800 of its draws after the warm-up
     # holds 30-50 spikes, 7-15 more than the canary's lower p99 bound needs above it to land on
-    # a spike (23-33 at alpha 0.001), so the outcome does not hang on the dice. Why 5x, not 3x:
-    # a loaded CI machine gives the stable side a tail of its own (seen: canary p99 245 ms vs
-    # stable 104 ms with a 3x spike, the ratio's lower bound 1.28x, under the 1.5x tolerance).
-    faults = {"spike_rate": 0.03, "spike_seconds": 4 * P99_TTFT}
+    # a spike (23-33 at alpha 0.001), so the outcome does not hang on the dice. Why 9x: a loaded
+    # CI machine gives the stable side a tail of its own, and the ratio's lower bound must still
+    # clear the 1.5x tolerance (seen in CI: 3x spike, p99 245 vs 104 ms, bound 1.28x; 5x spike,
+    # p99 413 vs 190 ms, bound 1.40x).
+    faults = {"spike_rate": 0.03, "spike_seconds": 8 * P99_TTFT}
     doc, load = await judge_p99(start_gateway, faults)
     evidence = [m["reason"] for a in analyses(doc) for m in a["metrics"]]
     assert doc["phase"] == "aborted", evidence
@@ -415,7 +428,7 @@ async def test_a_canary_with_the_same_median_and_a_5x_p99_tail_fails_on_the_tail
         measured, thresholds = metric["measured"], metric["thresholds"]
         # The tail decided: its lower bound clears the tolerance, and the reason says so first.
         assert thresholds["tail_quantile"] == 0.99
-        assert measured["tail_a"] > 4 * measured["median_b"]  # a 5x p99
+        assert measured["tail_a"] > 5 * measured["median_b"]  # a 9x p99, with room for noise
         assert measured["tail_ratio_lower"] > thresholds["tail_tolerance"] == 1.5
         assert metric["reason"].startswith("p99 ")
         assert "> tail tolerance 1.5x" in metric["reason"]
@@ -430,7 +443,7 @@ async def test_the_same_canary_without_the_tail_passes_the_p99_check(
     start_gateway: Callable[..., Any],
 ) -> None:
     """The control: identical traffic and windows, no spikes; the p99 bound exists and stays
-    under the tolerance, so the 5x-tail failure above is the tail's doing, not the rig's."""
+    under the tolerance, so the 9x-tail failure above is the tail's doing, not the rig's."""
     doc, load = await judge_p99(start_gateway, {})
     assert doc["phase"] == "promoted", doc["status"]
     passed = [a for a in analyses(doc) if a["verdict"] == "pass"]
