@@ -3,9 +3,12 @@
 Each gateway owns a private :class:`~prometheus_client.CollectorRegistry` (never the global
 one), so two gateways in one process, or a gateway and its tests, never mix numbers. Label
 values for tenant, model and upstream endpoint pass through configured allow-lists (anything
-else is ``"other"``), so no client can grow the number of series. The data path pays one dict
-lookup for the request's pre-bound series, then plain additions (``_families``: the numbers are
-kept as Python ints and floats and turned into prometheus_client samples only when scraped).
+else is ``"other"``), so no client can grow the number of series. Requests and upstream
+attempts arrive in batches (one per event-loop turn, from the gateway's recorder) and are
+tallied per series (``_tally``: in C when built: one dict lookup and a few additions per
+request), then added into the series when a family is read (a scrape, the timeline); the numbers
+are kept as Python ints and floats and turned into prometheus_client samples only when scraped
+(``_families``).
 
 Metrics (prefix ``headway_``)::
 
@@ -26,8 +29,7 @@ likewise upstream attempt latency per endpoint (one sketch ``add`` per attempt).
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
@@ -42,6 +44,7 @@ from ._guard_hooks import MetricsHooks
 from ._labels import OTHER, AllowList
 from ._outcome import Counted
 from ._sketch import DDSketch
+from ._tally import new_tally
 from ._window import DEFAULT_SLICES, DEFAULT_WINDOW, SlidingSketch
 
 #: The gateway's API routes (the ``route`` label); anything else is "other".
@@ -63,34 +66,51 @@ class _Tokens:
 
 
 class _RequestSeries:
-    """Everything one answered request updates, bound once per label tuple: its counter, its
-    (model, tenant) latency histogram, its model's latency sketch, and its token series."""
+    """The series one label tuple's requests count in, and its slot in the requests tally:
+    its counter, its (model, tenant) latency histogram, and its token series."""
 
-    __slots__ = ("count", "duration", "model", "sketch", "tenant", "tokens")
+    __slots__ = ("count", "duration", "model", "slot", "tenant", "tokens")
 
     def __init__(
-        self,
-        model: str,
-        tenant: str,
-        count: CounterSeries,
-        duration: HistogramSeries,
-        sketch: SlidingSketch,
+        self, slot: int, model: str, tenant: str, count: CounterSeries, duration: HistogramSeries
     ) -> None:
+        self.slot = slot
         self.model = model
         self.tenant = tenant
         self.count = count
         self.duration = duration
-        self.sketch = sketch
         self.tokens: _Tokens | None = None
 
 
 class _UpstreamSeries:
-    __slots__ = ("count", "duration", "sketch")
+    __slots__ = ("count", "duration", "slot")
 
-    def __init__(self, count: CounterSeries, duration: HistogramSeries, sketch: SlidingSketch):
+    def __init__(self, slot: int, count: CounterSeries, duration: HistogramSeries) -> None:
+        self.slot = slot
         self.count = count
         self.duration = duration
-        self.sketch = sketch
+
+
+#: A sketch and the run of latencies it takes at the end of a batch.
+_Run = tuple[SlidingSketch, list[float]]
+
+
+def _feed(runs: Iterable[_Run]) -> None:
+    """Each run's latencies into its sketch; a run is emptied even if its sketch fails."""
+    for sketch, run in runs:
+        try:
+            if run:
+                sketch.add_many(run)
+        finally:
+            run.clear()
+
+
+def _add_histogram(series: HistogramSeries, counts: list[int], total: float) -> None:
+    mine = series.counts
+    for i, n in enumerate(counts):
+        if n:
+            mine[i] += n
+    series.sum += total
 
 
 class _Answered(NamedTuple):
@@ -186,19 +206,31 @@ class GatewayMetrics:
             r,
             buckets=buckets,
         )
-        self._bounds = self.duration.bounds
-        self._upstream_bounds = self.upstream_duration.bounds
-        self._tps_bounds = self.tokens_per_second.bounds
         self.hooks = MetricsHooks(r, prefix=prefix)
         self.snapshots = SnapshotCollector(prefix=f"{prefix}_guard")
         r.register(self.snapshots)
+        # Requests and attempts are tallied per series (see record_requests) and added to the
+        # series when a family is read.
+        self._requests_tally = new_tally(self.duration.bounds, self.tokens_per_second.bounds)
+        self._attempts_tally = new_tally(self.upstream_duration.bounds, ())
+        for family in (
+            self.requests,
+            self.duration,
+            self.tokens_per_second,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.upstream_requests,
+            self.upstream_duration,
+        ):
+            family.before_read = self._catch_up
         self._request_children: dict[tuple[str, str, str, int, str], _RequestSeries] = {}
-        # The same series by raw (allowed) label values: one lookup on the request path.
-        self._request_fast: dict[tuple[str, str | None, str | None, int, str], _RequestSeries]
-        self._request_fast = {}
-        self._upstream_series: dict[tuple[str, int], _UpstreamSeries] = {}
+        self._request_slots: list[_RequestSeries] = []
+        self._upstream_children: dict[tuple[str, int], _UpstreamSeries] = {}
+        self._upstream_slots: list[_UpstreamSeries] = []
         self._sketches: dict[str, SlidingSketch] = {}
         self._endpoint_sketches: dict[str, SlidingSketch] = {}
+        self._runs: dict[str, _Run] = {}
+        self._endpoint_runs: dict[str, _Run] = {}
 
     def set_allowed(
         self,
@@ -208,7 +240,9 @@ class GatewayMetrics:
         endpoints: Iterable[str] | None = None,
     ) -> None:
         """Replace the allowed label values (on config reload); old series stay exported."""
-        self._request_fast = {}  # raw values that were allowed may not be any more
+        # The tallies' slots by raw (allowed) label values: one lookup per request. Raw values
+        # that were allowed may not be any more.
+        self._request_index: dict[tuple[str, str | None, str | None, int, str], int] = {}
         if models is not None:
             self._models = AllowList(models)
             self._model_map = self._models.mapping
@@ -217,9 +251,7 @@ class GatewayMetrics:
             self._tenant_map = self._tenants.mapping
         if endpoints is not None:
             self._endpoints = AllowList(endpoints)
-            # Attempts are keyed by the raw endpoint name: names come from the configuration
-            # (bounded), and a reload drops the cache so a removed name maps to "other".
-            self._upstream_series = {}
+            self._upstream_index: dict[tuple[str, int], int] = {}
 
     def _new_sketch(self) -> SlidingSketch:
         return SlidingSketch(self._window[0], self._window[1], clock=self._clock)
@@ -257,63 +289,25 @@ class GatewayMetrics:
             )
         )
 
-    def record_requests(self, outcomes: Iterable[Counted]) -> None:
-        """Many answered requests at once (the gateway records a batch per loop turn): per
-        request a dict lookup, a bisect and a few additions; latencies reach their sketch a
-        run at a time."""
-        fast = self._request_fast
-        bounds = self._bounds
-        run_sketch: SlidingSketch | None = None
-        run: list[float] = []
-        for o in outcomes:
-            route, model, tenant, status, reason = key = (
-                o.route,
-                o.model,
-                o.tenant,
-                o.status,
-                o.reason,
+    def record_requests(self, outcomes: Sequence[Counted]) -> None:
+        """Many answered requests at once (the gateway records a batch per loop turn), tallied
+        per series (``_tally``: in C when built) and added to the series when they are read;
+        latencies reach their model's sketch now, a run per batch."""
+        try:
+            flushed = self._requests_tally.add_requests(
+                outcomes, self._request_index, self._request_slot
             )
-            series = fast.get(key)
-            if series is None:
-                series = self._request_series(route, model, tenant, status, reason)
-            seconds = o.latency
-            series.count.value += 1
-            duration = series.duration
-            duration.counts[bisect_left(bounds, seconds)] += 1
-            duration.sum += seconds
-            sketch = series.sketch
-            if sketch is not run_sketch:
-                if run_sketch is not None:
-                    run_sketch.add_many(run)
-                    run = []
-                run_sketch = sketch
-            run.append(seconds)
-            completion = o.completion
-            if completion is None:
-                continue
-            tokens = series.tokens
-            if tokens is None:
-                tokens = series.tokens = self._bind_tokens(series.model, series.tenant)
-            prompt = o.prompt
-            if prompt is not None and prompt > 0:
-                tokens.prompt.value += prompt
-            generation = o.generation
-            if completion > 0:
-                tokens.completion.value += completion
-                if generation > 0:
-                    rate = completion / generation
-                    tps = tokens.per_second
-                    tps.counts[bisect_left(self._tps_bounds, rate)] += 1
-                    tps.sum += rate
-        if run_sketch is not None:
-            run_sketch.add_many(run)
+        except BaseException:
+            _feed(self._runs.values())  # a run cut short must not linger, unfed
+            raise
+        _feed(flushed)
 
-    def _request_series(
+    def _request_slot(
         self, route: str, model: str | None, tenant: str | None, status: int, reason: str
-    ) -> _RequestSeries:
-        """The series of a request by its raw labels. Raw label tuples are remembered only
-        when every value is an allowed one (bounded, like the series); a request with an
-        unknown model pays the mapping on every call instead."""
+    ) -> int:
+        """The tally slot of a request's raw labels, the first time they are seen. Raw label
+        tuples are remembered only when every value is an allowed one (bounded, like the
+        series); a request with an unknown model pays the mapping on every call instead."""
         key = (
             self._route_map.get(route, OTHER),
             self._model_map.get(model, OTHER),
@@ -325,22 +319,56 @@ class GatewayMetrics:
         if series is None:
             series = self._bind_request(key)
         if key[0] == route and key[1] == model and key[2] == tenant:
-            self._request_fast[(route, model, tenant, status, reason)] = series
-        return series
+            self._request_index[(route, model, tenant, status, reason)] = series.slot
+        return series.slot
 
     def _bind_request(self, key: tuple[str, str, str, int, str]) -> _RequestSeries:
         route, model, tenant, status, reason = key
-        sketch = self._sketches.get(model)
-        if sketch is None:
-            sketch = self._sketches[model] = self._new_sketch()
+        flush = self._runs.get(model)
+        if flush is None:
+            flush = self._runs[model] = (self._new_sketch(), [])
+            self._sketches[model] = flush[0]
+        slot = len(self._request_slots)
         series = self._request_children[key] = _RequestSeries(
+            slot,
             model,
             tenant,
             self.requests.series((route, model, tenant, str(status), reason)),
             self.duration.series((model, tenant)),
-            sketch,
         )
+        self._request_slots.append(series)
+        self._requests_tally.bind(slot, flush[1], flush)
         return series
+
+    def _catch_up(self) -> None:
+        """Add what the tallies hold into the series (before any family is read)."""
+        slots = self._request_slots
+        for (
+            at,
+            count,
+            total,
+            buckets,
+            seen,
+            prompt,
+            completion,
+            tps_sum,
+            tps,
+        ) in self._requests_tally.take():
+            series = slots[at]
+            series.count.value += count
+            _add_histogram(series.duration, buckets, total)
+            if seen:
+                tokens = series.tokens
+                if tokens is None:
+                    tokens = series.tokens = self._bind_tokens(series.model, series.tenant)
+                tokens.prompt.value += prompt
+                tokens.completion.value += completion
+                _add_histogram(tokens.per_second, tps, tps_sum)
+        upstream = self._upstream_slots
+        for at, count, total, buckets, *_ in self._attempts_tally.take():
+            attempt = upstream[at]
+            attempt.count.value += count
+            _add_histogram(attempt.duration, buckets, total)
 
     def _bind_tokens(self, model: str, tenant: str) -> _Tokens:
         return _Tokens(
@@ -372,43 +400,38 @@ class GatewayMetrics:
         """One upstream attempt (status 0 when there was no HTTP response)."""
         self.record_attempts(((endpoint, status, seconds),))
 
-    def record_attempts(self, attempts: Iterable[tuple[str, int, float]]) -> None:
+    def record_attempts(self, attempts: Sequence[tuple[str, int, float]]) -> None:
         """Many upstream attempts at once, each ``(endpoint, status, seconds)`` (the gateway
-        records a batch per loop turn); a run of attempts with the same endpoint and status
-        looks its series up once."""
-        bounds = self._upstream_bounds
-        last_endpoint: str | None = None
-        last_status = -1
-        series: _UpstreamSeries | None = None
-        run: list[float] = []
-        for endpoint, status, seconds in attempts:
-            if series is None or status != last_status or endpoint != last_endpoint:
-                if series is not None:
-                    series.sketch.add_many(run)
-                    run = []
-                series = self._upstream_series.get((endpoint, status))
-                if series is None:
-                    series = self._bind_upstream(endpoint, status)
-                last_endpoint, last_status = endpoint, status
-            series.count.value += 1
-            duration = series.duration
-            duration.counts[bisect_left(bounds, seconds)] += 1
-            duration.sum += seconds
-            run.append(seconds)
-        if series is not None:
-            series.sketch.add_many(run)
+        records a batch per loop turn), tallied like requests (see ``record_requests``)."""
+        try:
+            flushed = self._attempts_tally.add_attempts(
+                attempts, self._upstream_index, self._upstream_slot
+            )
+        except BaseException:
+            _feed(self._endpoint_runs.values())
+            raise
+        _feed(flushed)
 
-    def _bind_upstream(self, endpoint: str, status: int) -> _UpstreamSeries:
+    def _upstream_slot(self, endpoint: str, status: int) -> int:
+        """The tally slot of an attempt's endpoint and status, the first time they are seen.
+        Attempts are keyed by the raw endpoint name: names come from the configuration
+        (bounded), and a reload forgets them so a removed name maps to "other"."""
         label = self._endpoints(endpoint)
-        sketch = self._endpoint_sketches.get(label)
-        if sketch is None:
-            sketch = self._endpoint_sketches[label] = self._new_sketch()
-        series = self._upstream_series[(endpoint, status)] = _UpstreamSeries(
-            self.upstream_requests.series((label, str(status))),
-            self.upstream_duration.series((label,)),
-            sketch,
-        )
-        return series
+        series = self._upstream_children.get((label, status))
+        if series is None:
+            flush = self._endpoint_runs.get(label)
+            if flush is None:
+                flush = self._endpoint_runs[label] = (self._new_sketch(), [])
+                self._endpoint_sketches[label] = flush[0]
+            series = self._upstream_children[(label, status)] = _UpstreamSeries(
+                len(self._upstream_slots),
+                self.upstream_requests.series((label, str(status))),
+                self.upstream_duration.series((label,)),
+            )
+            self._upstream_slots.append(series)
+            self._attempts_tally.bind(series.slot, flush[1], flush)
+        self._upstream_index[(endpoint, status)] = series.slot
+        return series.slot
 
     def stream(self, model: str | None, started: float) -> StreamTimer:
         """Timing for one streamed answer that began (request parsed) at ``started``."""

@@ -18,6 +18,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "_speedups.h"
+
 typedef struct {
     char *data;
     Py_ssize_t size;
@@ -412,5 +414,10 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_attributes, "attributes")
     INTERN(s_trace_id, "trace_id")
 #undef INTERN
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && tally_add_type(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -1,0 +1,568 @@
+/* Tally: what a batch of request outcomes (or upstream attempts) adds to each metric series,
+ * kept in C arrays until a scrape takes it. The reference is PyTally in _tally.py; the tests
+ * hold the two to the same numbers, bit for bit.
+ *
+ * Why: counting a request into its series in Python (a dict lookup, a bisect, a dozen
+ * attribute updates) cost ~9.5k instructions per request in the gateway, and an upstream
+ * attempt another ~4k (bench/instructions.py). Here a request costs its attribute reads, a key
+ * tuple, one dict lookup and a few additions into a slot the series' numbers live in until
+ * take(); GatewayMetrics adds them into its prometheus series when it is scraped.
+ *
+ * A slot is an integer the caller's `miss(*key)` chooses for a key it has not seen (the caller
+ * owns the key -> slot dict, and which keys it remembers there); `bind(slot, run, flush)` names
+ * the list a slot's latencies are appended to (its latency sketch's run) and the object to
+ * return when that list turns non-empty, so the caller feeds only the sketches a batch touched.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#include "_speedups.h"
+
+/* A slot index past this is a caller bug, not a series (series are bounded by config). */
+#define MAX_SLOTS (1 << 20)
+
+typedef struct {
+    long long count;
+    double sum;
+    long long *buckets; /* nb + 1 latency buckets, then ntps + 1 tokens/s buckets */
+    int dirty;
+    int tokens_seen;
+    long long prompt, completion; /* token totals that fit in 64 bits ... */
+    PyObject *prompt_big, *completion_big; /* ... and the rest, as Python ints (NULL: none) */
+    double tps_sum;
+    PyObject *run;   /* where latencies go (NULL: nowhere) */
+    PyObject *flush; /* returned when run turns non-empty */
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    double *bounds;
+    Py_ssize_t nb;
+    double *tps;
+    Py_ssize_t ntps;
+    Slot *slots;
+    Py_ssize_t nslots;
+} Tally;
+
+static PyObject *s_route, *s_model, *s_tenant, *s_status, *s_reason, *s_latency, *s_prompt,
+    *s_completion, *s_generation;
+
+/* bisect.bisect_left over doubles: the first i with bounds[i] >= x (NaN: 0, as in Python). */
+static Py_ssize_t bisect_left(const double *bounds, Py_ssize_t n, double x) {
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (bounds[mid] < x) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static int read_bounds(PyObject *given, double **out, Py_ssize_t *n) {
+    PyObject *seq = PySequence_Fast(given, "bounds must be a sequence of floats");
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t size = PySequence_Fast_GET_SIZE(seq);
+    double *bounds = PyMem_Malloc(sizeof(double) * (size_t)(size > 0 ? size : 1));
+    if (bounds == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
+        bounds[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (bounds[i] == -1.0 && PyErr_Occurred()) {
+            PyMem_Free(bounds);
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    *out = bounds;
+    *n = size;
+    return 0;
+}
+
+static int tally_init(Tally *self, PyObject *args, PyObject *kwds) {
+    PyObject *bounds, *tps;
+    static char *kwlist[] = {"bounds", "tps_bounds", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO", kwlist, &bounds, &tps)) {
+        return -1;
+    }
+    if (self->bounds != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Tally is initialised once");
+        return -1;
+    }
+    if (read_bounds(bounds, &self->bounds, &self->nb) < 0) {
+        return -1;
+    }
+    return read_bounds(tps, &self->tps, &self->ntps);
+}
+
+static void tally_dealloc(Tally *self) {
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        Slot *s = &self->slots[i];
+        PyMem_Free(s->buckets);
+        Py_XDECREF(s->prompt_big);
+        Py_XDECREF(s->completion_big);
+        Py_XDECREF(s->run);
+        Py_XDECREF(s->flush);
+    }
+    PyMem_Free(self->slots);
+    PyMem_Free(self->bounds);
+    PyMem_Free(self->tps);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The slot at `index`, growing the array (zeroed) to hold it. NULL with an exception set. */
+static Slot *slot_at(Tally *self, Py_ssize_t index) {
+    if (index < 0 || index >= MAX_SLOTS) {
+        PyErr_Format(PyExc_ValueError, "slot %zd out of range", index);
+        return NULL;
+    }
+    if (index >= self->nslots) {
+        Py_ssize_t grown = self->nslots ? self->nslots : 8;
+        while (grown <= index) {
+            grown *= 2;
+        }
+        Slot *slots = PyMem_Realloc(self->slots, sizeof(Slot) * (size_t)grown);
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        memset(slots + self->nslots, 0, sizeof(Slot) * (size_t)(grown - self->nslots));
+        self->slots = slots;
+        self->nslots = grown;
+    }
+    Slot *s = &self->slots[index];
+    if (s->buckets == NULL) {
+        s->buckets = PyMem_Calloc((size_t)(self->nb + 1 + self->ntps + 1), sizeof(long long));
+        if (s->buckets == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    return s;
+}
+
+/* The slot for `key`: the caller's dict, else miss(*key). -1 with an exception set. */
+static Py_ssize_t slot_index(PyObject *index, PyObject *miss, PyObject *key) {
+    PyObject *found = PyDict_GetItemWithError(index, key);
+    if (found != NULL) {
+        return PyLong_AsSsize_t(found);
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *chosen = PyObject_Call(miss, key, NULL);
+    if (chosen == NULL) {
+        return -1;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(chosen);
+    Py_DECREF(chosen);
+    return i;
+}
+
+/* The parts of one outcome, read (and converted) before any slot is touched: Python code run
+ * by a conversion or by miss() may grow the slot array. */
+typedef struct {
+    PyObject *latency; /* new reference */
+    double seconds;
+    int has_tokens;
+    long long prompt, completion;
+    int prompt_over, completion_over; /* 1: the value is past 64 bits (positive) */
+    PyObject *prompt_obj, *completion_obj; /* new references when has_tokens */
+    int has_rate;
+    double rate;
+} Parts;
+
+static void parts_clear(Parts *p) {
+    Py_XDECREF(p->latency);
+    Py_XDECREF(p->prompt_obj);
+    Py_XDECREF(p->completion_obj);
+}
+
+static int as_seconds(PyObject *value, double *out) {
+    if (PyFloat_CheckExact(value)) {
+        *out = PyFloat_AS_DOUBLE(value);
+        return 0;
+    }
+    *out = PyFloat_AsDouble(value);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int as_count(PyObject *value, long long *out, int *over) {
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "a token count must be an int, not %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (*out == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *over = overflow > 0;
+    if (overflow < 0) {
+        *out = -1; /* far below zero: not counted, like any count <= 0 */
+    }
+    return 0;
+}
+
+/* prompt, completion and generation of a request that reported usage (completion not None). */
+static int read_tokens(PyObject *o, PyObject *completion, Parts *p) {
+    p->has_tokens = 1;
+    Py_INCREF(completion);
+    p->completion_obj = completion;
+    if (as_count(completion, &p->completion, &p->completion_over) < 0) {
+        return -1;
+    }
+    p->prompt_obj = PyObject_GetAttr(o, s_prompt);
+    if (p->prompt_obj == NULL) {
+        return -1;
+    }
+    if (p->prompt_obj != Py_None && as_count(p->prompt_obj, &p->prompt, &p->prompt_over) < 0) {
+        return -1;
+    }
+    if (p->completion <= 0 && !p->completion_over) {
+        return 0;
+    }
+    PyObject *generation = PyObject_GetAttr(o, s_generation);
+    if (generation == NULL) {
+        return -1;
+    }
+    double g;
+    int rc = as_seconds(generation, &g);
+    if (rc == 0 && g > 0.0) {
+        p->has_rate = 1;
+        if (PyFloat_CheckExact(generation) && !p->completion_over) {
+            p->rate = (double)p->completion / g; /* int / float: the int correctly rounded */
+        } else { /* an int generation, or a huge count: Python's own division */
+            PyObject *rate = PyNumber_TrueDivide(completion, generation);
+            rc = rate == NULL ? -1 : as_seconds(rate, &p->rate);
+            Py_XDECREF(rate);
+        }
+    }
+    Py_DECREF(generation);
+    return rc;
+}
+
+static int add_big(PyObject **big, PyObject *value) {
+    if (*big == NULL) {
+        Py_INCREF(value);
+        *big = value;
+        return 0;
+    }
+    PyObject *sum = PyNumber_Add(*big, value);
+    if (sum == NULL) {
+        return -1;
+    }
+    Py_SETREF(*big, sum);
+    return 0;
+}
+
+/* total += value (value > 0), spilling past 64 bits into *big. */
+static int add_count(long long *total, PyObject **big, long long value, int over, PyObject *obj) {
+    if (over) {
+        return add_big(big, obj);
+    }
+    if (value <= 0) {
+        return 0;
+    }
+    long long sum;
+    if (__builtin_add_overflow(*total, value, &sum)) {
+        return add_big(big, obj);
+    }
+    *total = sum;
+    return 0;
+}
+
+/* Everything an outcome adds to its slot; runs no Python code. */
+static int apply(Tally *self, Slot *s, Parts *p, PyObject *flushed) {
+    s->dirty = 1;
+    s->count++;
+    s->sum += p->seconds;
+    s->buckets[bisect_left(self->bounds, self->nb, p->seconds)]++;
+    if (p->has_tokens) {
+        s->tokens_seen = 1;
+        if (add_count(&s->prompt, &s->prompt_big, p->prompt, p->prompt_over, p->prompt_obj) < 0 ||
+            add_count(&s->completion, &s->completion_big, p->completion, p->completion_over,
+                      p->completion_obj) < 0) {
+            return -1;
+        }
+        if (p->has_rate) {
+            s->buckets[self->nb + 1 + bisect_left(self->tps, self->ntps, p->rate)]++;
+            s->tps_sum += p->rate;
+        }
+    }
+    if (s->run != NULL) {
+        if (PyList_GET_SIZE(s->run) == 0 && s->flush != NULL &&
+            PyList_Append(flushed, s->flush) < 0) {
+            return -1;
+        }
+        return PyList_Append(s->run, p->latency);
+    }
+    return 0;
+}
+
+static PyObject *add_requests(Tally *self, PyObject *args) {
+    PyObject *outcomes, *index, *miss;
+    if (!PyArg_ParseTuple(args, "OO!O", &outcomes, &PyDict_Type, &index, &miss)) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(outcomes, "outcomes must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    PyObject *flushed = PyList_New(0);
+    if (flushed == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    /* The size is read afresh each time: miss() is Python code. */
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        Py_INCREF(o);
+        Parts p = {0};
+        PyObject *key = PyTuple_New(5);
+        int ok = key != NULL;
+        PyObject *const names[5] = {s_route, s_model, s_tenant, s_status, s_reason};
+        for (int k = 0; ok && k < 5; k++) {
+            PyObject *v = PyObject_GetAttr(o, names[k]);
+            if (v == NULL) {
+                ok = 0;
+            } else {
+                PyTuple_SET_ITEM(key, k, v);
+            }
+        }
+        Py_ssize_t at = ok ? slot_index(index, miss, key) : -1;
+        ok = at >= 0 || !PyErr_Occurred();
+        if (ok) {
+            p.latency = PyObject_GetAttr(o, s_latency);
+            ok = p.latency != NULL && as_seconds(p.latency, &p.seconds) == 0;
+        }
+        PyObject *completion = ok ? PyObject_GetAttr(o, s_completion) : NULL;
+        if (ok) {
+            ok = completion != NULL && (completion == Py_None || read_tokens(o, completion, &p) == 0);
+        }
+        Py_XDECREF(completion);
+        Slot *s = ok ? slot_at(self, at) : NULL;
+        ok = s != NULL && apply(self, s, &p, flushed) == 0;
+        parts_clear(&p);
+        Py_XDECREF(key);
+        Py_DECREF(o);
+        if (!ok) {
+            Py_DECREF(flushed);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    return flushed;
+}
+
+static PyObject *add_attempts(Tally *self, PyObject *args) {
+    PyObject *attempts, *index, *miss;
+    if (!PyArg_ParseTuple(args, "OO!O", &attempts, &PyDict_Type, &index, &miss)) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(attempts, "attempts must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    PyObject *flushed = PyList_New(0);
+    if (flushed == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "an attempt is an (endpoint, status, seconds) tuple");
+            Py_DECREF(flushed);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        Py_INCREF(item);
+        Parts p = {0};
+        PyObject *key = PyTuple_GetSlice(item, 0, 2);
+        Py_ssize_t at = key != NULL ? slot_index(index, miss, key) : -1;
+        int ok = at >= 0 || !PyErr_Occurred();
+        if (ok) {
+            p.latency = PyTuple_GET_ITEM(item, 2);
+            Py_INCREF(p.latency);
+            ok = as_seconds(p.latency, &p.seconds) == 0;
+        }
+        Slot *s = ok ? slot_at(self, at) : NULL;
+        ok = s != NULL && apply(self, s, &p, flushed) == 0;
+        parts_clear(&p);
+        Py_XDECREF(key);
+        Py_DECREF(item);
+        if (!ok) {
+            Py_DECREF(flushed);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    return flushed;
+}
+
+static PyObject *bind(Tally *self, PyObject *args) {
+    Py_ssize_t at;
+    PyObject *run, *flush;
+    if (!PyArg_ParseTuple(args, "nO!O", &at, &PyList_Type, &run, &flush)) {
+        return NULL;
+    }
+    Slot *s = slot_at(self, at);
+    if (s == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(s->run, Py_NewRef(run));
+    Py_XSETREF(s->flush, flush == Py_None ? NULL : Py_NewRef(flush)); /* None: say nothing */
+    Py_RETURN_NONE;
+}
+
+static PyObject *counts_list(const long long *counts, Py_ssize_t n) {
+    PyObject *list = PyList_New(n);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLongLong(counts[i]);
+        if (v == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+/* fast + big as one Python int */
+static PyObject *total(long long fast, PyObject *big) {
+    PyObject *v = PyLong_FromLongLong(fast);
+    if (v == NULL || big == NULL) {
+        return v;
+    }
+    PyObject *sum = PyNumber_Add(v, big);
+    Py_DECREF(v);
+    return sum;
+}
+
+/* Zero a slot once take() has handed its numbers over. */
+static void reset(Tally *self, Slot *s) {
+    s->dirty = 0;
+    s->count = 0;
+    s->sum = 0.0;
+    memset(s->buckets, 0, sizeof(long long) * (size_t)(self->nb + 1 + self->ntps + 1));
+    s->tokens_seen = 0;
+    s->prompt = s->completion = 0;
+    Py_CLEAR(s->prompt_big);
+    Py_CLEAR(s->completion_big);
+    s->tps_sum = 0.0;
+}
+
+/* (slot, count, sum, buckets, tokens_seen, prompt, completion, tps_sum, tps_buckets) */
+static PyObject *row(Tally *self, Py_ssize_t i, Slot *s) {
+    PyObject *row = PyTuple_New(9);
+    if (row == NULL) {
+        return NULL;
+    }
+    PyObject *items[9] = {
+        PyLong_FromSsize_t(i),
+        PyLong_FromLongLong(s->count),
+        PyFloat_FromDouble(s->sum),
+        counts_list(s->buckets, self->nb + 1),
+        PyBool_FromLong(s->tokens_seen),
+        total(s->prompt, s->prompt_big),
+        total(s->completion, s->completion_big),
+        PyFloat_FromDouble(s->tps_sum),
+        counts_list(s->buckets + self->nb + 1, self->ntps + 1),
+    };
+    int ok = 1;
+    for (int k = 0; k < 9; k++) {
+        ok = ok && items[k] != NULL;
+        PyTuple_SET_ITEM(row, k, items[k]); /* a NULL item is fine for the DECREF below */
+    }
+    if (!ok) {
+        Py_DECREF(row);
+        return NULL;
+    }
+    return row;
+}
+
+static PyObject *take(Tally *self, PyObject *unused) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        Slot *s = &self->slots[i];
+        if (!s->dirty) {
+            continue;
+        }
+        PyObject *r = row(self, i, s);
+        int rc = r == NULL ? -1 : PyList_Append(out, r);
+        Py_XDECREF(r);
+        if (rc < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        reset(self, s);
+    }
+    return out;
+}
+
+static PyMethodDef tally_methods[] = {
+    {"add_requests", (PyCFunction)add_requests, METH_VARARGS,
+     "add_requests(outcomes, index, miss) -> flushes of the runs that turned non-empty"},
+    {"add_attempts", (PyCFunction)add_attempts, METH_VARARGS,
+     "add_attempts(attempts, index, miss) -> flushes of the runs that turned non-empty"},
+    {"bind", (PyCFunction)bind, METH_VARARGS,
+     "bind(slot, run, flush): where the slot's latencies go, and what says so"},
+    {"take", (PyCFunction)take, METH_NOARGS,
+     "take() -> [(slot, count, sum, buckets, tokens_seen, prompt, completion, tps_sum, "
+     "tps_buckets)] of every slot touched since the last take, which zeroes them"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TallyType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "headway.observe._speedups.Tally",
+    .tp_basicsize = sizeof(Tally),
+    .tp_dealloc = (destructor)tally_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Per-slot counts, buckets, sums and token totals (see _tally.PyTally).",
+    .tp_methods = tally_methods,
+    .tp_init = (initproc)tally_init,
+    .tp_new = PyType_GenericNew,
+};
+
+int tally_add_type(PyObject *module) {
+#define INTERN(var, name) \
+    if ((var = PyUnicode_InternFromString(name)) == NULL) return -1;
+    INTERN(s_route, "route")
+    INTERN(s_model, "model")
+    INTERN(s_tenant, "tenant")
+    INTERN(s_status, "status")
+    INTERN(s_reason, "reason")
+    INTERN(s_latency, "latency")
+    INTERN(s_prompt, "prompt")
+    INTERN(s_completion, "completion")
+    INTERN(s_generation, "generation")
+#undef INTERN
+    if (PyType_Ready(&TallyType) < 0) {
+        return -1;
+    }
+    Py_INCREF(&TallyType);
+    if (PyModule_AddObject(module, "Tally", (PyObject *)&TallyType) < 0) {
+        Py_DECREF(&TallyType);
+        return -1;
+    }
+    return 0;
+}
