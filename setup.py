@@ -10,7 +10,11 @@ setup(
     ext_modules=[
         Extension(
             "headway.observe._speedups",
-            ["src/headway/observe/_speedups.c", "src/headway/observe/_speedups_tally.c"],
+            [
+                "src/headway/observe/_speedups.c",
+                "src/headway/observe/_speedups_tally.c",
+                "src/headway/observe/_speedups_outcome.c",
+            ],
             depends=["src/headway/observe/_speedups.h"],
             optional=True,
             extra_compile_args=["-O2"],

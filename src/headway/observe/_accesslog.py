@@ -128,17 +128,15 @@ class AccessLog:
         was built (the same bytes, a quarter of the instructions)."""
         if not outcomes or not self.active:
             return
-        ts = _from_timestamp(self._clock(), _UTC)
+        now = self._clock()
         models = self._models
-        if _format_lines is not None and models is not None:
+        if _format_lines is not None and _iso_utc is not None and models is not None:
             try:
-                data = _format_lines(
-                    _dumps(ts, option=orjson.OPT_UTC_Z), outcomes, models, OTHER, decision_reasons
-                )
+                data = _format_lines(_iso_utc(now), outcomes, models, OTHER, decision_reasons)
             except (TypeError, ValueError):  # an odd value: the Python path says what it makes
-                data = _lines(ts, outcomes, models)
+                data = _lines(_from_timestamp(now, _UTC), outcomes, models)
         else:
-            data = _lines(ts, outcomes, models)
+            data = _lines(_from_timestamp(now, _UTC), outcomes, models)
         self._write(data)
 
     def set_models(self, models: Iterable[str] | None) -> None:
@@ -209,9 +207,10 @@ _dumps = orjson.dumps
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
 
 _format_lines: Callable[[bytes, Sequence[Any], frozenset[str], str, Any], bytes] | None
+_iso_utc: Callable[[float], bytes] | None
 try:  # built from _speedups.c at install when a C compiler is there (see setup.py)
-    from ._speedups import format_lines
+    from ._speedups import format_lines, iso_utc
 
-    _format_lines = format_lines
+    _format_lines, _iso_utc = format_lines, iso_utc
 except ImportError:  # pragma: no cover - the pure-Python path formats every line
-    _format_lines = None
+    _format_lines = _iso_utc = None

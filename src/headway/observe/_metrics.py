@@ -45,6 +45,7 @@ from ._labels import OTHER, AllowList
 from ._outcome import Counted
 from ._sketch import DDSketch
 from ._tally import new_tally
+from ._window import BATCH as SKETCH_BATCH
 from ._window import DEFAULT_SLICES, DEFAULT_WINDOW, SlidingSketch
 
 #: The gateway's API routes (the ``route`` label); anything else is "other".
@@ -89,20 +90,6 @@ class _UpstreamSeries:
         self.slot = slot
         self.count = count
         self.duration = duration
-
-
-#: A sketch and the run of latencies it takes at the end of a batch.
-_Run = tuple[SlidingSketch, list[float]]
-
-
-def _feed(runs: Iterable[_Run]) -> None:
-    """Each run's latencies into its sketch; a run is emptied even if its sketch fails."""
-    for sketch, run in runs:
-        try:
-            if run:
-                sketch.add_many(run)
-        finally:
-            run.clear()
 
 
 def _add_histogram(series: HistogramSeries, counts: list[int], total: float) -> None:
@@ -211,8 +198,12 @@ class GatewayMetrics:
         r.register(self.snapshots)
         # Requests and attempts are tallied per series (see record_requests) and added to the
         # series when a family is read.
-        self._requests_tally = new_tally(self.duration.bounds, self.tokens_per_second.bounds)
-        self._attempts_tally = new_tally(self.upstream_duration.bounds, ())
+        # Latencies go straight into their sketch's pending values; a tally names the sketch
+        # to fold when an append fills its batch.
+        self._requests_tally = new_tally(
+            self.duration.bounds, self.tokens_per_second.bounds, flush_at=SKETCH_BATCH
+        )
+        self._attempts_tally = new_tally(self.upstream_duration.bounds, (), flush_at=SKETCH_BATCH)
         for family in (
             self.requests,
             self.duration,
@@ -229,8 +220,9 @@ class GatewayMetrics:
         self._upstream_slots: list[_UpstreamSeries] = []
         self._sketches: dict[str, SlidingSketch] = {}
         self._endpoint_sketches: dict[str, SlidingSketch] = {}
-        self._runs: dict[str, _Run] = {}
-        self._endpoint_runs: dict[str, _Run] = {}
+        # The earliest moment a sketch's slice ends: sketches are rolled before a batch that
+        # comes at or after it, so a batch's latencies land in the slice they belong to.
+        self._roll_at = math.inf
 
     def set_allowed(
         self,
@@ -254,7 +246,25 @@ class GatewayMetrics:
             self._upstream_index: dict[tuple[str, int], int] = {}
 
     def _new_sketch(self) -> SlidingSketch:
-        return SlidingSketch(self._window[0], self._window[1], clock=self._clock)
+        sketch = SlidingSketch(self._window[0], self._window[1], clock=self._clock)
+        self._roll_at = min(self._roll_at, sketch.roll(self._clock.now()))
+        return sketch
+
+    def _roll(self, now: float) -> None:
+        """Every sketch whose slice ended by ``now`` folds and starts the current one."""
+        until = math.inf
+        for sketches in (self._sketches, self._endpoint_sketches):
+            for sketch in sketches.values():
+                until = min(until, sketch.roll(now))
+        self._roll_at = until
+
+    def _fold_full(self) -> None:
+        """After a batch cut short: fold every sketch holding a full batch or more, so none
+        grows past what the tally would have asked to fold."""
+        for sketches in (self._sketches, self._endpoint_sketches):
+            for sketch in sketches.values():
+                if len(sketch.pending) >= SKETCH_BATCH:
+                    sketch.fold()
 
     # -- the data path ---------------------------------------------------------------------
 
@@ -292,15 +302,18 @@ class GatewayMetrics:
     def record_requests(self, outcomes: Sequence[Counted]) -> None:
         """Many answered requests at once (the gateway records a batch per loop turn), tallied
         per series (``_tally``: in C when built) and added to the series when they are read;
-        latencies reach their model's sketch now, a run per batch."""
+        latencies go to their model's sketch now."""
+        if self._clock.now() >= self._roll_at:
+            self._roll(self._clock.now())
         try:
-            flushed = self._requests_tally.add_requests(
+            full = self._requests_tally.add_requests(
                 outcomes, self._request_index, self._request_slot
             )
         except BaseException:
-            _feed(self._runs.values())  # a run cut short must not linger, unfed
+            self._fold_full()
             raise
-        _feed(flushed)
+        for sketch in full:
+            sketch.fold()
 
     def _request_slot(
         self, route: str, model: str | None, tenant: str | None, status: int, reason: str
@@ -324,10 +337,9 @@ class GatewayMetrics:
 
     def _bind_request(self, key: tuple[str, str, str, int, str]) -> _RequestSeries:
         route, model, tenant, status, reason = key
-        flush = self._runs.get(model)
-        if flush is None:
-            flush = self._runs[model] = (self._new_sketch(), [])
-            self._sketches[model] = flush[0]
+        sketch = self._sketches.get(model)
+        if sketch is None:
+            sketch = self._sketches[model] = self._new_sketch()
         slot = len(self._request_slots)
         series = self._request_children[key] = _RequestSeries(
             slot,
@@ -337,7 +349,7 @@ class GatewayMetrics:
             self.duration.series((model, tenant)),
         )
         self._request_slots.append(series)
-        self._requests_tally.bind(slot, flush[1], flush)
+        self._requests_tally.bind(slot, sketch.pending, sketch)
         return series
 
     def _catch_up(self) -> None:
@@ -403,14 +415,17 @@ class GatewayMetrics:
     def record_attempts(self, attempts: Sequence[tuple[str, int, float]]) -> None:
         """Many upstream attempts at once, each ``(endpoint, status, seconds)`` (the gateway
         records a batch per loop turn), tallied like requests (see ``record_requests``)."""
+        if self._clock.now() >= self._roll_at:
+            self._roll(self._clock.now())
         try:
-            flushed = self._attempts_tally.add_attempts(
+            full = self._attempts_tally.add_attempts(
                 attempts, self._upstream_index, self._upstream_slot
             )
         except BaseException:
-            _feed(self._endpoint_runs.values())
+            self._fold_full()
             raise
-        _feed(flushed)
+        for sketch in full:
+            sketch.fold()
 
     def _upstream_slot(self, endpoint: str, status: int) -> int:
         """The tally slot of an attempt's endpoint and status, the first time they are seen.
@@ -419,17 +434,16 @@ class GatewayMetrics:
         label = self._endpoints(endpoint)
         series = self._upstream_children.get((label, status))
         if series is None:
-            flush = self._endpoint_runs.get(label)
-            if flush is None:
-                flush = self._endpoint_runs[label] = (self._new_sketch(), [])
-                self._endpoint_sketches[label] = flush[0]
+            sketch = self._endpoint_sketches.get(label)
+            if sketch is None:
+                sketch = self._endpoint_sketches[label] = self._new_sketch()
             series = self._upstream_children[(label, status)] = _UpstreamSeries(
                 len(self._upstream_slots),
                 self.upstream_requests.series((label, str(status))),
                 self.upstream_duration.series((label,)),
             )
             self._upstream_slots.append(series)
-            self._attempts_tally.bind(series.slot, flush[1], flush)
+            self._attempts_tally.bind(series.slot, sketch.pending, sketch)
         self._upstream_index[(endpoint, status)] = series.slot
         return series.slot
 

@@ -12,11 +12,15 @@
  *   models:    the model allow-list (a frozenset); a model outside it is logged as `other`
  *   decisions: decision_reasons(attributes) -> list[str], called only for non-empty attributes
  * Raises TypeError on a value of an unexpected type; the caller then formats in Python.
+ * iso_utc(seconds) -> bytes: that time stamp from the wall clock, as orjson writes a datetime.
+ *
+ * The Tally (_speedups_tally.c) and Outcome (_speedups_outcome.c) types live beside them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "_speedups.h"
 
@@ -192,7 +196,7 @@ static PyObject *s_request_id, *s_tenant, *s_route, *s_model, *s_endpoint, *s_st
 /* One field: `,"name":` then the value written by `writer`; a new reference is dropped. */
 #define FIELD(lit, attr, writer)                      \
     do {                                              \
-        PyObject *v_ = PyObject_GetAttr(o, (attr));   \
+        PyObject *v_ = OUTCOME_ATTR(o, attr, s_##attr); \
         if (v_ == NULL) goto fail;                    \
         int rc_ = PUT_LIT(&b, lit) < 0 ? -1 : writer(&b, v_); \
         Py_DECREF(v_);                                \
@@ -223,11 +227,11 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
         o = PySequence_Fast_GET_ITEM(seq, i);
         Py_INCREF(o);
         if (PUT_LIT(&b, "{\"ts\":") < 0 || put(&b, ts, ts_len) < 0) goto fail;
-        FIELD(",\"request_id\":", s_request_id, put_str);
-        FIELD(",\"tenant\":", s_tenant, put_str);
-        FIELD(",\"route\":", s_route, put_str);
+        FIELD(",\"request_id\":", request_id, put_str);
+        FIELD(",\"tenant\":", tenant, put_str);
+        FIELD(",\"route\":", route, put_str);
         {
-            PyObject *model = PyObject_GetAttr(o, s_model);
+            PyObject *model = OUTCOME_ATTR(o, model, s_model);
             if (model == NULL) goto fail;
             int rc = PUT_LIT(&b, ",\"model\":");
             if (rc == 0 && model != Py_None) {
@@ -243,15 +247,15 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
             Py_DECREF(model);
             if (rc < 0) goto fail;
         }
-        FIELD(",\"endpoint\":", s_endpoint, put_str);
-        FIELD(",\"status\":", s_status, put_int);
-        FIELD(",\"reason\":", s_reason, put_str);
-        FIELD(",\"latency_ms\":", s_latency, put_ms);
-        FIELD(",\"ttft_ms\":", s_ttft, put_ms);
-        FIELD(",\"prompt_tokens\":", s_prompt, put_int);
-        FIELD(",\"completion_tokens\":", s_completion, put_int);
+        FIELD(",\"endpoint\":", endpoint, put_str);
+        FIELD(",\"status\":", status, put_int);
+        FIELD(",\"reason\":", reason, put_str);
+        FIELD(",\"latency_ms\":", latency, put_ms);
+        FIELD(",\"ttft_ms\":", ttft, put_ms);
+        FIELD(",\"prompt_tokens\":", prompt, put_int);
+        FIELD(",\"completion_tokens\":", completion, put_int);
         {
-            PyObject *stream = PyObject_GetAttr(o, s_stream);
+            PyObject *stream = OUTCOME_ATTR(o, stream, s_stream);
             if (stream == NULL) goto fail;
             int rc;
             if (stream == Py_True) {
@@ -266,7 +270,7 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
             if (rc < 0) goto fail;
         }
         {
-            PyObject *attributes = PyObject_GetAttr(o, s_attributes);
+            PyObject *attributes = OUTCOME_ATTR(o, attributes, s_attributes);
             if (attributes == NULL) goto fail;
             int truthy = attributes == Py_None ? 0 : PyObject_IsTrue(attributes);
             if (truthy < 0 || PUT_LIT(&b, ",\"decisions\":[") < 0) {
@@ -296,7 +300,7 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
             if (PUT_LIT(&b, "]") < 0) goto fail;
         }
         {
-            PyObject *trace = PyObject_GetAttr(o, s_trace_id);
+            PyObject *trace = OUTCOME_ATTR(o, trace_id, s_trace_id);
             if (trace == NULL) goto fail;
             int rc = 0;
             if (trace != Py_None) {
@@ -319,10 +323,41 @@ fail:
     return NULL;
 }
 
+/* bins[key] += n, keeping the dict's int values. */
+static int bump(PyObject *bins, long long key, long long n) {
+    PyObject *k = PyLong_FromLongLong(key);
+    if (k == NULL) {
+        return -1;
+    }
+    PyObject *current = PyDict_GetItemWithError(bins, k);
+    long long count = 0;
+    if (current != NULL) {
+        count = PyLong_AsLongLong(current);
+        if (count == -1 && PyErr_Occurred()) {
+            Py_DECREF(k);
+            return -1;
+        }
+    } else if (PyErr_Occurred()) {
+        Py_DECREF(k);
+        return -1;
+    }
+    PyObject *updated = PyLong_FromLongLong(count + n);
+    int rc = updated == NULL ? -1 : PyDict_SetItem(bins, k, updated);
+    Py_XDECREF(updated);
+    Py_DECREF(k);
+    return rc;
+}
+
+/* How many values add_to_bins groups before touching the dict. */
+#define GROUP 64
+
 /* add_to_bins(bins, values, inv_log_gamma, min_value) -> zeros
  * DDSketch.add_many's loop: each value above min_value counts once in bins[ceil(log(v) * inv)]
  * (the same libm log and ceil as math.log and math.ceil, so the same bins); returns how many
- * were at or below min_value. ~300 instructions a value against ~2.5k in Python. */
+ * were at or below min_value. Latencies cluster in a few bins, so up to GROUP values are
+ * counted per bin first and the dict is touched once per distinct bin, in the order the bins
+ * first appear (the order the Python loop inserts them): ~150 instructions a value, against
+ * ~900 with a dict update per value and ~2.5k in Python. */
 static PyObject *add_to_bins(PyObject *self, PyObject *args) {
     PyObject *bins, *values;
     double inv, floor_value;
@@ -331,6 +366,8 @@ static PyObject *add_to_bins(PyObject *self, PyObject *args) {
         return NULL;
     }
     long long zeros = 0;
+    long long keys[GROUP], counts[GROUP];
+    int distinct = 0;
     /* The size is read afresh each time: a non-float item's __float__ is Python code. */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
         PyObject *item = PyList_GET_ITEM(values, i);
@@ -342,7 +379,7 @@ static PyObject *add_to_bins(PyObject *self, PyObject *args) {
             x = PyFloat_AsDouble(item);
             Py_DECREF(item);
             if (x == -1.0 && PyErr_Occurred()) {
-                return NULL;
+                goto fail;
             }
         }
         if (!(x > floor_value)) {
@@ -350,40 +387,111 @@ static PyObject *add_to_bins(PyObject *self, PyObject *args) {
             continue;
         }
         double index = ceil(log(x) * inv);
-        if (!isfinite(index)) {
+        if (!isfinite(index) || fabs(index) > 9.0e15) {
             PyErr_SetString(PyExc_ValueError, "value out of range for a sketch");
-            return NULL;
+            goto fail;
         }
-        PyObject *key = PyLong_FromDouble(index);
-        if (key == NULL) {
-            return NULL;
+        long long key = (long long)index;
+        int at = 0;
+        while (at < distinct && keys[at] != key) {
+            at++;
         }
-        PyObject *current = PyDict_GetItemWithError(bins, key);
-        long long count = 0;
-        if (current != NULL) {
-            count = PyLong_AsLongLong(current);
-            if (count == -1 && PyErr_Occurred()) {
-                Py_DECREF(key);
-                return NULL;
+        if (at == distinct) {
+            if (distinct == GROUP) { /* full: hand the group over and start another */
+                for (int g = 0; g < distinct; g++) {
+                    if (bump(bins, keys[g], counts[g]) < 0) {
+                        return NULL;
+                    }
+                }
+                distinct = at = 0;
             }
-        } else if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            return NULL;
+            keys[at] = key;
+            counts[at] = 0;
+            distinct++;
         }
-        PyObject *updated = PyLong_FromLongLong(count + 1);
-        int rc = updated == NULL ? -1 : PyDict_SetItem(bins, key, updated);
-        Py_XDECREF(updated);
-        Py_DECREF(key);
-        if (rc < 0) {
+        counts[at]++;
+    }
+    for (int g = 0; g < distinct; g++) {
+        if (bump(bins, keys[g], counts[g]) < 0) {
             return NULL;
         }
     }
     return PyLong_FromLongLong(zeros);
+fail:
+    /* What was counted before the failure still lands, as in the value-by-value loop. */
+    for (int g = 0; g < distinct; g++) {
+        if (bump(bins, keys[g], counts[g]) < 0) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* iso_utc(seconds) -> bytes: orjson.dumps(datetime.fromtimestamp(seconds, UTC),
+ * option=OPT_UTC_Z), i.e. "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" with the quotes, with
+ * fromtimestamp's own rounding (to the microsecond, half to even). ~300 instructions against
+ * ~4.5k for the datetime and its serialisation. ValueError outside years 1970-9999 (the caller
+ * then takes the datetime path). */
+static PyObject *iso_utc(PyObject *self, PyObject *arg) {
+    double d = PyFloat_AsDouble(arg);
+    if (d == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!(d >= 0.0 && d < 253402300800.0)) {
+        PyErr_SetString(PyExc_ValueError, "timestamp out of range for iso_utc");
+        return NULL;
+    }
+    double whole;
+    double frac = modf(d, &whole) * 1e6;
+    double r = round(frac);
+    if (fabs(frac - r) == 0.5) {
+        r = 2.0 * round(frac / 2.0);
+    }
+    if (r >= 1e6) {
+        r -= 1e6;
+        whole += 1.0;
+    }
+    time_t t = (time_t)whole;
+    long us = (long)r;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 > 9999) {
+        PyErr_SetString(PyExc_ValueError, "timestamp out of range for iso_utc");
+        return NULL;
+    }
+    char out[40];
+    int n = 0;
+#define TWO(v) (out[n++] = (char)('0' + (v) / 10), out[n++] = (char)('0' + (v) % 10))
+    int year = tm.tm_year + 1900;
+    out[n++] = '"';
+    TWO(year / 100);
+    TWO(year % 100);
+    out[n++] = '-';
+    TWO(tm.tm_mon + 1);
+    out[n++] = '-';
+    TWO(tm.tm_mday);
+    out[n++] = 'T';
+    TWO(tm.tm_hour);
+    out[n++] = ':';
+    TWO(tm.tm_min);
+    out[n++] = ':';
+    TWO(tm.tm_sec);
+#undef TWO
+    if (us) {
+        out[n++] = '.';
+        for (long div = 100000; div; div /= 10) {
+            out[n++] = (char)('0' + us / div % 10);
+        }
+    }
+    out[n++] = 'Z';
+    out[n++] = '"';
+    return PyBytes_FromStringAndSize(out, n);
 }
 
 static PyMethodDef methods[] = {
     {"add_to_bins", add_to_bins, METH_VARARGS,
      "add_to_bins(bins, values, inv_log_gamma, min_value) -> zeros: DDSketch.add_many's loop."},
+    {"iso_utc", iso_utc, METH_O,
+     "iso_utc(seconds) -> bytes: the UTC time as orjson writes a datetime (OPT_UTC_Z)."},
     {"format_lines", format_lines, METH_VARARGS,
      "format_lines(ts, outcomes, models, other, decisions) -> bytes: access-log lines."},
     {NULL, NULL, 0, NULL},
@@ -415,7 +523,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_trace_id, "trace_id")
 #undef INTERN
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && tally_add_type(m) < 0) {
+    if (m != NULL && (tally_add_type(m) < 0 || outcome_add_type(m) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

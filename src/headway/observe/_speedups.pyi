@@ -8,6 +8,7 @@ def format_lines(
     other: str,
     decisions: Callable[[Any], list[str]],
 ) -> bytes: ...
+def iso_utc(seconds: float) -> bytes: ...
 def add_to_bins(
     bins: dict[int, int], values: list[float], inv_log_gamma: float, min_value: float
 ) -> int: ...
@@ -15,7 +16,9 @@ def add_to_bins(
 class Tally:
     """The C twin of ``headway.observe._tally.PyTally``."""
 
-    def __init__(self, bounds: Sequence[float], tps_bounds: Sequence[float]) -> None: ...
+    def __init__(
+        self, bounds: Sequence[float], tps_bounds: Sequence[float], *, flush_at: int = 1
+    ) -> None: ...
     def add_requests(
         self, outcomes: Sequence[Any], index: dict[Any, int], miss: Callable[..., int]
     ) -> list[Any]: ...
@@ -27,3 +30,26 @@ class Tally:
     ) -> list[Any]: ...
     def bind(self, slot: int, run: list[float], flush: object) -> None: ...
     def take(self) -> list[tuple[int, int, float, list[int], bool, int, int, float, list[int]]]: ...
+
+class Outcome:
+    """The C twin of ``headway.gateway._recorder.PyObservation``."""
+
+    start: float
+    route: str
+    tenant: str | None
+    model: str | None
+    endpoint: str | None
+    request_id: str | None
+    attributes: Any
+    prompt: int | None
+    completion: int | None
+    ttft: float | None
+    generation: float
+    stream: bool
+    trace: Any
+    trace_id: str | None
+    status: int
+    reason: str
+    latency: float
+
+    def __init__(self, start: float, route: str) -> None: ...

@@ -10,8 +10,8 @@
  *
  * A slot is an integer the caller's `miss(*key)` chooses for a key it has not seen (the caller
  * owns the key -> slot dict, and which keys it remembers there); `bind(slot, run, flush)` names
- * the list a slot's latencies are appended to (its latency sketch's run) and the object to
- * return when that list turns non-empty, so the caller feeds only the sketches a batch touched.
+ * the list a slot's latencies are appended to (its latency sketch's pending values) and the
+ * object to return when an append brings that list to `flush_at` items (the sketch to fold).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -43,6 +43,7 @@ typedef struct {
     Py_ssize_t ntps;
     Slot *slots;
     Py_ssize_t nslots;
+    Py_ssize_t flush_at;
 } Tally;
 
 static PyObject *s_route, *s_model, *s_tenant, *s_status, *s_reason, *s_latency, *s_prompt,
@@ -90,10 +91,16 @@ static int read_bounds(PyObject *given, double **out, Py_ssize_t *n) {
 
 static int tally_init(Tally *self, PyObject *args, PyObject *kwds) {
     PyObject *bounds, *tps;
-    static char *kwlist[] = {"bounds", "tps_bounds", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO", kwlist, &bounds, &tps)) {
+    Py_ssize_t flush_at = 1;
+    static char *kwlist[] = {"bounds", "tps_bounds", "flush_at", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$n", kwlist, &bounds, &tps, &flush_at)) {
         return -1;
     }
+    if (flush_at < 1) {
+        PyErr_SetString(PyExc_ValueError, "flush_at must be at least 1");
+        return -1;
+    }
+    self->flush_at = flush_at;
     if (self->bounds != NULL) {
         PyErr_SetString(PyExc_TypeError, "a Tally is initialised once");
         return -1;
@@ -222,7 +229,7 @@ static int read_tokens(PyObject *o, PyObject *completion, Parts *p) {
     if (as_count(completion, &p->completion, &p->completion_over) < 0) {
         return -1;
     }
-    p->prompt_obj = PyObject_GetAttr(o, s_prompt);
+    p->prompt_obj = OUTCOME_ATTR(o, prompt, s_prompt);
     if (p->prompt_obj == NULL) {
         return -1;
     }
@@ -232,7 +239,7 @@ static int read_tokens(PyObject *o, PyObject *completion, Parts *p) {
     if (p->completion <= 0 && !p->completion_over) {
         return 0;
     }
-    PyObject *generation = PyObject_GetAttr(o, s_generation);
+    PyObject *generation = OUTCOME_ATTR(o, generation, s_generation);
     if (generation == NULL) {
         return -1;
     }
@@ -301,11 +308,12 @@ static int apply(Tally *self, Slot *s, Parts *p, PyObject *flushed) {
         }
     }
     if (s->run != NULL) {
-        if (PyList_GET_SIZE(s->run) == 0 && s->flush != NULL &&
-            PyList_Append(flushed, s->flush) < 0) {
+        if (PyList_Append(s->run, p->latency) < 0) {
             return -1;
         }
-        return PyList_Append(s->run, p->latency);
+        if (PyList_GET_SIZE(s->run) == self->flush_at && s->flush != NULL) {
+            return PyList_Append(flushed, s->flush);
+        }
     }
     return 0;
 }
@@ -332,8 +340,11 @@ static PyObject *add_requests(Tally *self, PyObject *args) {
         PyObject *key = PyTuple_New(5);
         int ok = key != NULL;
         PyObject *const names[5] = {s_route, s_model, s_tenant, s_status, s_reason};
+        const size_t offsets[5] = {offsetof(Outcome, route), offsetof(Outcome, model),
+                                   offsetof(Outcome, tenant), offsetof(Outcome, status),
+                                   offsetof(Outcome, reason)};
         for (int k = 0; ok && k < 5; k++) {
-            PyObject *v = PyObject_GetAttr(o, names[k]);
+            PyObject *v = outcome_attr(o, offsets[k], names[k]);
             if (v == NULL) {
                 ok = 0;
             } else {
@@ -343,10 +354,10 @@ static PyObject *add_requests(Tally *self, PyObject *args) {
         Py_ssize_t at = ok ? slot_index(index, miss, key) : -1;
         ok = at >= 0 || !PyErr_Occurred();
         if (ok) {
-            p.latency = PyObject_GetAttr(o, s_latency);
+            p.latency = OUTCOME_ATTR(o, latency, s_latency);
             ok = p.latency != NULL && as_seconds(p.latency, &p.seconds) == 0;
         }
-        PyObject *completion = ok ? PyObject_GetAttr(o, s_completion) : NULL;
+        PyObject *completion = ok ? OUTCOME_ATTR(o, completion, s_completion) : NULL;
         if (ok) {
             ok = completion != NULL && (completion == Py_None || read_tokens(o, completion, &p) == 0);
         }
@@ -521,9 +532,9 @@ static PyObject *take(Tally *self, PyObject *unused) {
 
 static PyMethodDef tally_methods[] = {
     {"add_requests", (PyCFunction)add_requests, METH_VARARGS,
-     "add_requests(outcomes, index, miss) -> flushes of the runs that turned non-empty"},
+     "add_requests(outcomes, index, miss) -> flushes of the runs that reached flush_at"},
     {"add_attempts", (PyCFunction)add_attempts, METH_VARARGS,
-     "add_attempts(attempts, index, miss) -> flushes of the runs that turned non-empty"},
+     "add_attempts(attempts, index, miss) -> flushes of the runs that reached flush_at"},
     {"bind", (PyCFunction)bind, METH_VARARGS,
      "bind(slot, run, flush): where the slot's latencies go, and what says so"},
     {"take", (PyCFunction)take, METH_NOARGS,

@@ -10,8 +10,8 @@ the tests hold the two to the same numbers bit for bit.
 
 A slot is the integer the caller's ``miss(*key)`` returns for a key not in its ``index``
 dict; the caller decides which keys it remembers there (only bounded ones). ``bind`` names the
-list a slot's latencies go to (its latency sketch's run) and the object ``add_*`` returns when
-that list turns non-empty, so the caller feeds exactly the sketches a batch touched.
+list a slot's latencies go to (its latency sketch's pending values) and the object ``add_*``
+returns when an append brings that list to ``flush_at`` items (the sketch to fold).
 """
 
 from __future__ import annotations
@@ -78,9 +78,14 @@ class PyTally:
     """The reference tally (see the module): ``bounds`` are the latency histogram's, and
     ``tps_bounds`` the tokens-per-second histogram's."""
 
-    __slots__ = ("_bounds", "_slots", "_tps_bounds")
+    __slots__ = ("_bounds", "_flush_at", "_slots", "_tps_bounds")
 
-    def __init__(self, bounds: Sequence[float], tps_bounds: Sequence[float]) -> None:
+    def __init__(
+        self, bounds: Sequence[float], tps_bounds: Sequence[float], *, flush_at: int = 1
+    ) -> None:
+        if flush_at < 1:
+            raise ValueError("flush_at must be at least 1")
+        self._flush_at = flush_at
         self._bounds = tuple(float(b) for b in bounds)
         self._tps_bounds = tuple(float(b) for b in tps_bounds)
         self._slots: list[_Slot] = []
@@ -162,9 +167,9 @@ class PyTally:
         s.buckets[bisect_left(self._bounds, seconds)] += 1
         run = s.run
         if run is not None:
-            if not run and s.flush is not None:
-                flushed.append(s.flush)
             run.append(latency)
+            if len(run) == self._flush_at and s.flush is not None:
+                flushed.append(s.flush)
 
     def take(self) -> list[Taken]:
         """Every slot touched since the last take, zeroed as it is handed over."""
@@ -207,7 +212,7 @@ def _int(value: object) -> None:
 
 
 #: The tally GatewayMetrics uses: the C one when it was built (see setup.py).
-new_tally: Callable[[Sequence[float], Sequence[float]], Tally]
+new_tally: Callable[..., Tally]
 try:
     from ._speedups import Tally as _CTally
 

@@ -86,6 +86,24 @@ class SlidingSketch:
         if len(pending) >= BATCH:
             self._fold()
 
+    @property
+    def pending(self) -> list[float]:
+        """The values added but not yet in a sketch (always the same list). A batch writer may
+        append to it directly, as ``GatewayMetrics``' tally does, while the clock is before
+        :meth:`roll`'s answer; it calls :meth:`fold` when the list holds ``BATCH`` values."""
+        return self._pending
+
+    def roll(self, now: float) -> float:
+        """Fold the pending values if their slice has ended at ``now``; returns when the
+        current slice ends (until then, appending to :attr:`pending` is adding)."""
+        if now >= self._pending_until:
+            self._fold()
+        return self._pending_until
+
+    def fold(self) -> None:
+        """Put the pending values into their slice's sketch now."""
+        self._fold()
+
     def _fold(self) -> None:
         """Put the batch into its slice's sketch and start a batch for the current slice."""
         pending = self._pending

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from headway.core import ManualClock
 from headway.observe import AccessLog, GatewayMetrics, SlidingSketch
+from headway.observe._window import BATCH as SKETCH_BATCH
 
 WALL = 1_700_000_000.25
 
@@ -162,3 +163,34 @@ def test_attempts_batch_counts_each_endpoint_and_status(clock: ManualClock) -> N
     assert abs(got[("headway_upstream_duration_seconds_sum", ep0)] - 0.06) < 1e-12
     assert metrics.endpoint_latency_quantiles("p/ep0", (0.5,))[0] == pytest.approx(0.02, rel=0.02)
     assert metrics.endpoint_latency_quantiles("p/ep1", (1.0,))[0] == pytest.approx(0.5, rel=0.02)
+
+
+def test_batch_latencies_land_in_the_slice_they_were_recorded_in(clock: ManualClock) -> None:
+    """Latencies go straight into their sketch's pending values, so the sketches roll before
+    a batch that comes after their slice ended: a batch after a long quiet spell must count
+    as now, not in the stale slice (which would drop it from the window at once)."""
+    metrics = make(clock)
+    a = Done("chat", "llama", "acme", 200, "ok", 1.0)
+    b = Done("chat", "llama", "acme", 200, "ok", 2.0)
+    metrics.record_requests([a])
+    clock.step(100.0)  # the window (60 s) has passed with nothing recorded
+    metrics.record_requests([b] * 3)
+    assert metrics.latency_quantiles("llama", (0.0, 1.0)) == [
+        pytest.approx(2.0, rel=0.02),
+        pytest.approx(2.0, rel=0.02),
+    ]
+    clock.step(30.0)
+    metrics.record_requests([a] * (SKETCH_BATCH + 5))  # fills a fold's batch mid-call
+    assert metrics.latency_quantiles("llama", (0.0, 1.0)) == [
+        pytest.approx(1.0, rel=0.02),
+        pytest.approx(2.0, rel=0.02),
+    ]
+    clock.step(45.0)  # b's slice has left the window; a's has not
+    assert metrics.latency_quantiles("llama", (0.0, 1.0)) == [
+        pytest.approx(1.0, rel=0.02),
+        pytest.approx(1.0, rel=0.02),
+    ]
+    metrics.record_attempts([("p/e", 200, 0.5)])
+    clock.step(100.0)
+    metrics.record_attempts([("p/e", 200, 0.25)])
+    assert metrics.endpoint_latency_quantiles("p/e", (1.0,)) == [pytest.approx(0.25, rel=0.02)]

@@ -123,7 +123,44 @@ def test_c_sketch_bins_equal_the_python_bins(values: list[float]) -> None:
     assert sketch._add_to_bins(c_bins, values, inv, floor) == sketch._python_add_to_bins(
         py_bins, values, inv, floor
     )
-    assert c_bins == py_bins
+    assert list(c_bins.items()) == list(py_bins.items())  # the same bins, inserted in order
+
+
+def test_c_sketch_bins_group_many_distinct_values() -> None:
+    """More distinct bins than one group holds (64), repeated: counted as the Python loop."""
+    assert sketch._add_to_bins is not None
+    values = [1.05**i for i in range(150)] * 3 + [0.0, 1e-12]
+    c_bins: dict[int, int] = {}
+    py_bins: dict[int, int] = {}
+    inv, floor = 1.0 / math.log(1.02), 1e-9
+    assert sketch._add_to_bins(c_bins, values, inv, floor) == 2
+    sketch._python_add_to_bins(py_bins, values, inv, floor)
+    assert list(c_bins.items()) == list(py_bins.items())
+    assert sum(c_bins.values()) == 450
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0.0, max_value=253402300799.0),
+        st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.5e-6),
+        st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.9999995),
+        st.integers(min_value=0, max_value=10**12).map(lambda us: us / 1e6),
+    )
+)
+def test_c_time_stamps_equal_orjsons_datetimes(seconds: float) -> None:
+    assert accesslog._iso_utc is not None
+    expected = orjson.dumps(dt.datetime.fromtimestamp(seconds, dt.UTC), option=orjson.OPT_UTC_Z)
+    assert accesslog._iso_utc(seconds) == expected
+
+
+def test_c_time_stamps_refuse_what_they_cannot_write() -> None:
+    assert accesslog._iso_utc is not None
+    for bad in (-1.0, 253402300800.0, math.nan, math.inf):
+        with pytest.raises(ValueError):
+            accesslog._iso_utc(bad)
+    with pytest.raises(TypeError):
+        accesslog._iso_utc("1")  # type: ignore[arg-type]
 
 
 def test_a_batch_changed_while_formatting_does_not_crash() -> None:
@@ -143,3 +180,53 @@ def test_a_batch_changed_while_formatting_does_not_crash() -> None:
     assert [orjson.loads(x)["request_id"] for x in lines] == ["r0"]
     with pytest.raises(TypeError):
         C_FORMAT(ts, recs, ["gpt-4o"], OTHER, decision_reasons)  # type: ignore[arg-type]
+
+
+def as_outcome(rec: Rec) -> object:
+    """The record as the gateway's C Outcome, whose fields the C loops read from the struct."""
+    from headway.observe._speedups import Outcome
+
+    out = Outcome(0.0, rec.route)
+    for name, value in vars(rec).items():
+        setattr(out, name, value)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(records, min_size=1, max_size=5))
+def test_c_lines_read_from_an_outcome_equal_the_python_lines(recs: list[Rec]) -> None:
+    assert C_FORMAT is not None
+    ts = orjson.dumps(TS, option=orjson.OPT_UTC_Z)
+    outcomes = [as_outcome(r) for r in recs]
+    assert C_FORMAT(ts, outcomes, MODELS, OTHER, decision_reasons) == accesslog._lines(
+        TS, recs, MODELS
+    )
+
+
+def test_the_c_outcome_has_the_python_observations_fields_and_defaults() -> None:
+    import gc
+
+    from headway.gateway._recorder import PyObservation
+    from headway.observe._speedups import Outcome
+
+    py, c = PyObservation(1.25, "chat"), Outcome(1.25, "chat")
+    fields = PyObservation.__slots__
+    assert sorted(f for f in dir(c) if not f.startswith("_")) == sorted(fields)
+    for name in fields:
+        assert type(getattr(c, name)) is type(getattr(py, name)), name
+        assert getattr(c, name) == getattr(py, name), name
+    c.tenant = "t"
+    assert c.tenant == "t"
+    del c.tenant  # a deleted field reads as missing, in Python and in the C loops
+    with pytest.raises(AttributeError):
+        _ = c.tenant
+    with pytest.raises(AttributeError):
+        c.unknown = 1  # type: ignore[attr-defined]
+    assert Outcome(start=2.0, route="x").start == 2.0
+    with pytest.raises(TypeError):
+        Outcome(1.0)  # type: ignore[call-arg]
+    gc.collect()
+    cycle = Outcome(0.0, "chat")
+    cycle.attributes = {"self": cycle}
+    del cycle
+    assert gc.collect() >= 2  # the outcome and its dict, only reachable from each other

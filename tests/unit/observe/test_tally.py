@@ -88,6 +88,23 @@ def test_attempts_are_keyed_by_endpoint_and_status(tally: Tally) -> None:
 
 
 @pytest.mark.parametrize("tally", tallies(), ids=lambda t: type(t).__module__)
+def test_the_flush_is_named_when_an_append_fills_the_run(tally: Tally) -> None:
+    tally = type(tally)(BOUNDS, TPS, flush_at=3)  # type: ignore[call-arg]
+    index: dict[tuple[object, ...], int] = {}
+    run: list[float] = []
+    tally.bind(0, run, "full")
+    one = [Out("chat", "m", "t", 200, "ok", 0.5)]
+    assert [tally.add_requests(one * 2, index, slot_of(index)) for _ in range(3)] == [
+        [],
+        ["full"],  # the third value
+        [],  # past the mark: the caller folds the run when it is named
+    ]
+    assert len(run) == 6
+    with pytest.raises(ValueError):
+        type(tally)(BOUNDS, TPS, flush_at=0)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("tally", tallies(), ids=lambda t: type(t).__module__)
 def test_token_totals_past_64_bits_stay_exact(tally: Tally) -> None:
     index: dict[tuple[object, ...], int] = {}
     big = 2**63 - 1
@@ -159,7 +176,18 @@ steps = st.lists(
 )
 
 
-def _replay(tally: Tally, script: list[tuple[str, object]]) -> list[object]:
+def _as_outcome(out: Out) -> object:
+    from headway.observe._speedups import Outcome
+
+    made = Outcome(0.0, out.route)
+    for name, value in vars(out).items():
+        setattr(made, name, value)
+    return made
+
+
+def _replay(
+    tally: Tally, script: list[tuple[str, object]], *, outcomes: bool = False
+) -> list[object]:
     index: dict[tuple[object, ...], int] = {}
     runs = [[] for _ in range(4)]  # type: ignore[var-annotated]
     for at, run in enumerate(runs):
@@ -167,7 +195,8 @@ def _replay(tally: Tally, script: list[tuple[str, object]]) -> list[object]:
     seen: list[object] = []
     for kind, arg in script:
         if kind == "requests":
-            seen.append(tally.add_requests(arg, index, slot_of(index)))  # type: ignore[arg-type]
+            batch = [_as_outcome(o) for o in arg] if outcomes else arg  # type: ignore[attr-defined]
+            seen.append(tally.add_requests(batch, index, slot_of(index)))
         elif kind == "attempts":
             seen.append(tally.add_attempts(arg, index, slot_of(index)))  # type: ignore[arg-type]
         elif kind == "take":
@@ -182,11 +211,17 @@ def _replay(tally: Tally, script: list[tuple[str, object]]) -> list[object]:
 
 @pytest.mark.skipif(CTally is None, reason="headway.observe._speedups was not built")
 @settings(max_examples=300, deadline=None)
-@given(steps)
-def test_the_c_tally_gives_what_the_python_tally_gives(script: list[tuple[str, object]]) -> None:
+@given(steps, st.integers(min_value=1, max_value=4))
+def test_the_c_tally_gives_what_the_python_tally_gives(
+    script: list[tuple[str, object]], flush_at: int
+) -> None:
     assert CTally is not None
-    py, c = _replay(PyTally(BOUNDS, TPS), script), _replay(CTally(BOUNDS, TPS), script)
+    py = _replay(PyTally(BOUNDS, TPS, flush_at=flush_at), script)
+    c = _replay(CTally(BOUNDS, TPS, flush_at=flush_at), script)
     assert repr(c) == repr(py)  # repr: NaN sums compare equal, floats bit for bit
+    # The gateway's C Outcome: the same numbers, its fields read straight from the struct.
+    outcomes = _replay(CTally(BOUNDS, TPS, flush_at=flush_at), script, outcomes=True)
+    assert repr(outcomes) == repr(py)
 
 
 def test_metrics_read_the_same_through_either_tally(monkeypatch: pytest.MonkeyPatch) -> None:

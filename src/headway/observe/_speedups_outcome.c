@@ -1,0 +1,145 @@
+/* Outcome: one API request's outcome, filled in as it progresses (the gateway's
+ * PyObservation in _recorder.py is the reference, field for field and default for default).
+ *
+ * Why: made once per observed request, a Python object with 17 slots cost ~2.4k instructions
+ * to build, and the access log and the metrics tally read ~20 of its attributes through
+ * getattr (~100 instructions each). Built here it costs a few hundred, and those readers take
+ * the fields straight from the struct (OUTCOME_ATTR in _speedups.h). Python code reads and
+ * writes the fields as plain attributes (member descriptors, as fast as __slots__).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include "_speedups.h"
+
+static PyObject *empty_reason, *zero_float, *zero_int;
+
+/* Every field, for traverse, clear and the member table. */
+#define FIELDS(X)                                                                         \
+    X(attributes) X(completion) X(endpoint) X(generation) X(latency) X(model) X(prompt) \
+    X(reason) X(request_id) X(route) X(start) X(status) X(stream) X(tenant) X(trace)    \
+    X(trace_id) X(ttft)
+
+static PyObject *outcome_make(PyTypeObject *type, PyObject *start, PyObject *route) {
+    Outcome *self = (Outcome *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->start = Py_NewRef(start);
+    self->route = Py_NewRef(route);
+    self->tenant = Py_NewRef(Py_None);
+    self->model = Py_NewRef(Py_None);
+    self->endpoint = Py_NewRef(Py_None);
+    self->request_id = Py_NewRef(Py_None);
+    self->attributes = Py_NewRef(Py_None);
+    self->prompt = Py_NewRef(Py_None);
+    self->completion = Py_NewRef(Py_None);
+    self->ttft = Py_NewRef(Py_None);
+    self->generation = Py_NewRef(zero_float);
+    self->stream = Py_NewRef(Py_False);
+    self->trace = Py_NewRef(Py_None);
+    self->trace_id = Py_NewRef(Py_None);
+    self->status = Py_NewRef(zero_int);
+    self->reason = Py_NewRef(empty_reason);
+    self->latency = Py_NewRef(zero_float);
+    return (PyObject *)self;
+}
+
+static PyObject *outcome_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *start, *route;
+    static char *kwlist[] = {"start", "route", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Outcome", kwlist, &start, &route)) {
+        return NULL;
+    }
+    return outcome_make(type, start, route);
+}
+
+/* Outcome(start, route) without building an argument tuple (the common call). */
+static PyObject *outcome_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames) {
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (n == 2 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)) {
+        return outcome_make((PyTypeObject *)type, args[0], args[1]);
+    }
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    }
+    PyObject *kwds = NULL;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        kwds = PyDict_New();
+        for (Py_ssize_t k = 0; kwds != NULL && k < PyTuple_GET_SIZE(kwnames); k++) {
+            if (PyDict_SetItem(kwds, PyTuple_GET_ITEM(kwnames, k), args[n + k]) < 0) {
+                Py_CLEAR(kwds);
+            }
+        }
+        if (kwds == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+    }
+    PyObject *made = outcome_new((PyTypeObject *)type, tuple, kwds);
+    Py_DECREF(tuple);
+    Py_XDECREF(kwds);
+    return made;
+}
+
+static int outcome_traverse(Outcome *self, visitproc visit, void *arg) {
+#define VISIT(f) Py_VISIT(self->f);
+    FIELDS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int outcome_clear(Outcome *self) {
+#define CLEAR(f) Py_CLEAR(self->f);
+    FIELDS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void outcome_dealloc(Outcome *self) {
+    PyObject_GC_UnTrack(self);
+    outcome_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef outcome_members[] = {
+#define MEMBER(f) {#f, T_OBJECT_EX, offsetof(Outcome, f), 0, NULL},
+    FIELDS(MEMBER)
+#undef MEMBER
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyTypeObject OutcomeType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "headway.observe._speedups.Outcome",
+    .tp_basicsize = sizeof(Outcome),
+    .tp_dealloc = (destructor)outcome_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Outcome(start, route): one API request's outcome (see _recorder.PyObservation).",
+    .tp_traverse = (traverseproc)outcome_traverse,
+    .tp_clear = (inquiry)outcome_clear,
+    .tp_members = outcome_members,
+    .tp_new = outcome_new,
+    .tp_vectorcall = outcome_vectorcall,
+};
+
+int outcome_add_type(PyObject *module) {
+    if ((empty_reason = PyUnicode_InternFromString("")) == NULL ||
+        (zero_float = PyFloat_FromDouble(0.0)) == NULL || (zero_int = PyLong_FromLong(0)) == NULL) {
+        return -1;
+    }
+    if (PyType_Ready(&OutcomeType) < 0) {
+        return -1;
+    }
+    Py_INCREF(&OutcomeType);
+    if (PyModule_AddObject(module, "Outcome", (PyObject *)&OutcomeType) < 0) {
+        Py_DECREF(&OutcomeType);
+        return -1;
+    }
+    return 0;
+}
