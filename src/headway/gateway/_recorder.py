@@ -19,13 +19,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from headway.core import Clock
 from headway.observe import AccessLog, GatewayMetrics, RequestTrace, SloBook
 
 log = logging.getLogger("headway.gateway")
-_T = TypeVar("_T")
 
 
 def new_request_id() -> str:
@@ -97,6 +96,7 @@ class Recorder:
         "_clock",
         "_pending",
         "_scheduled",
+        "_sinks",
         "access_log",
         "metrics",
         "slos",
@@ -120,23 +120,40 @@ class Recorder:
         self._pending: list[Observation] = []
         self._attempts: list[tuple[str, int, float]] = []
         self._scheduled = False
+        # What a batch goes to, in order, decided once: the drain pays one call per sink.
+        sinks: list[Callable[[list[Observation]], object]] = []
+        if tracing:
+            sinks.append(_trace_ids)
+        if slos is not None:
+            sinks.append(self._slos)
+        if metrics is not None:
+            sinks.append(metrics.record_requests)
+        if access_log is not None:
+            sinks.append(access_log.write_outcomes)
+        if tracing:
+            sinks.append(_end_spans)
+        self._sinks = tuple(sinks)
 
     def finish(self, obs: Observation, status: int, reason: str) -> None:
         """``obs`` ended with ``status`` (``reason``: ok, or the refusal or error label)."""
         obs.latency = latency = self._clock.now() - obs.start
         obs.status = status
         obs.reason = reason
+        if obs.request_id is None:  # refused before it had a context (the log names it)
+            obs.request_id = new_request_id()
         if not obs.stream:
             obs.generation = latency  # a whole answer's tokens arrive with its body
         self._pending.append(obs)
         if not self._scheduled:
             self._schedule()
 
-    def attempt(self, endpoint: str, status: int, seconds: float) -> None:
-        """One upstream attempt (status 0: no HTTP response), for the metrics."""
-        self._attempts.append((endpoint, status, seconds))
-        if not self._scheduled:
-            self._schedule()
+    @property
+    def attempt(self) -> Callable[[tuple[str, int, float]], object]:
+        """Takes one upstream attempt, ``(endpoint, status, seconds)`` (status 0: no HTTP
+        response), for the metrics: a plain list append, so the attempt path pays no Python
+        call. Attempts are counted with the next drain; every attempt belongs to a request
+        that finishes, and its finish schedules one (an admin read drains at once)."""
+        return self._attempts.append
 
     def _schedule(self) -> None:
         """Drain at the end of this loop turn; at once when no loop runs (a stream closed by
@@ -154,35 +171,34 @@ class Recorder:
         the others still get the batch (a metrics bug must not cost the access log)."""
         self._scheduled = False
         attempts = self._attempts
-        if attempts:
-            self._attempts = []
+        if attempts:  # cleared in place: the pools append to this very list
             if self.metrics is not None:
-                _guarded(self.metrics.record_attempts, attempts)
+                try:
+                    self.metrics.record_attempts(attempts)
+                except Exception:
+                    log.exception("recording a batch of upstream attempts failed")
+            attempts.clear()
         batch = self._pending
         if not batch:
             return
         self._pending = []
-        if self.tracing:
-            for obs in batch:
-                if obs.trace is not None:
-                    obs.trace_id = obs.trace.trace_id
-        if self.slos is not None:
-            _guarded(self._slos, batch)
-        if self.metrics is not None:
-            _guarded(self.metrics.record_requests, batch)
-        if self.access_log is not None:
-            for obs in batch:
-                if obs.request_id is None:
-                    obs.request_id = new_request_id()
-            _guarded(self.access_log.write_outcomes, batch)
-        if self.tracing:
-            _guarded(_end_spans, batch)
+        for sink in self._sinks:
+            try:
+                sink(batch)
+            except Exception:
+                log.exception("recording a batch in %s failed", getattr(sink, "__qualname__", sink))
 
     def _slos(self, batch: list[Observation]) -> None:
         slos = self.slos
         assert slos is not None
         for obs in batch:
             slos.record(obs.route, obs.model, obs.status, obs.latency, obs.ttft)
+
+
+def _trace_ids(batch: list[Observation]) -> None:
+    for obs in batch:
+        if obs.trace is not None:
+            obs.trace_id = obs.trace.trace_id
 
 
 def _end_spans(batch: list[Observation]) -> None:
@@ -201,10 +217,3 @@ def _end_spans(batch: list[Observation]) -> None:
                 completion_tokens=obs.completion,
                 attributes=obs.attributes,
             )
-
-
-def _guarded(sink: Callable[[_T], object], batch: _T) -> None:
-    try:
-        sink(batch)
-    except Exception:
-        log.exception("recording a batch of %s failed", getattr(sink, "__qualname__", sink))

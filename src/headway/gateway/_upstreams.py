@@ -53,7 +53,7 @@ from .balance import (
 
 Header = tuple[bytes, bytes]
 #: Observes one upstream attempt: ``(endpoint, status or 0 when no response, seconds)``.
-AttemptObserver = Callable[[str, int, float], object]
+AttemptObserver = Callable[[tuple[str, int, float]], object]
 
 _JSON = b"application/json"
 UPSTREAM_IDLE_TIMEOUT = 4.0
@@ -282,7 +282,7 @@ class Pool:
                 # A 4xx is the client's doing, not the endpoint's: it counts as a success.
                 self._finish(slot, permit, start, inflight, None, False)
                 if self._on_attempt is not None:
-                    self._on_attempt(ep.breaker.name, status, self._clock.now() - start)
+                    self._on_attempt((ep.breaker.name, status, self._clock.now() - start))
                 if span is not None:
                     span.answered(status)
                 return Reply(
@@ -292,7 +292,7 @@ class Pool:
         except StopAsyncIteration:
             self._finish(slot, permit, start, inflight, None, False)
             if self._on_attempt is not None:
-                self._on_attempt(ep.breaker.name, 200, self._clock.now() - start)
+                self._on_attempt((ep.breaker.name, 200, self._clock.now() - start))
             if span is not None:
                 span.answered(200)
             assert response is not None
@@ -305,14 +305,14 @@ class Pool:
                 self._finish(slot, permit, start, inflight, error, False)
                 if self._on_attempt is not None:
                     code = error.status if isinstance(error, UpstreamHttpError) else None
-                    self._on_attempt(ep.breaker.name, code or 0, self._clock.now() - start)
+                    self._on_attempt((ep.breaker.name, code or 0, self._clock.now() - start))
             else:
                 self._finish(slot, permit, start, inflight, None, True)
             if response is not None:
                 await response.aclose()
             raise
         if self._on_attempt is not None:  # a stream's attempt is timed to its first chunk
-            self._on_attempt(ep.breaker.name, 200, self._clock.now() - start)
+            self._on_attempt((ep.breaker.name, 200, self._clock.now() - start))
         # Only a stream needs its outcome recorded later, so only it pays for a partial.
         finish = functools.partial(self._finish, slot, permit, start, inflight)
         if span is not None:  # the attempt's span ends with its stream

@@ -30,10 +30,8 @@ typedef struct {
     Py_ssize_t cap;
 } Buf;
 
-static int buf_reserve(Buf *b, Py_ssize_t more) {
-    if (b->size + more <= b->cap) {
-        return 0;
-    }
+/* The slow half of buf_reserve: grow the buffer (doubling). */
+static int buf_grow(Buf *b, Py_ssize_t more) {
     Py_ssize_t cap = b->cap ? b->cap : 512;
     while (cap < b->size + more) {
         cap *= 2;
@@ -48,7 +46,15 @@ static int buf_reserve(Buf *b, Py_ssize_t more) {
     return 0;
 }
 
-static int put(Buf *b, const char *s, Py_ssize_t n) {
+/* Inlined everywhere: a literal's put is then a size check and a few moves (memcpy of a
+ * constant size), not two calls. */
+#define HOT static inline __attribute__((always_inline))
+
+HOT int buf_reserve(Buf *b, Py_ssize_t more) {
+    return b->size + more <= b->cap ? 0 : buf_grow(b, more);
+}
+
+HOT int put(Buf *b, const char *s, Py_ssize_t n) {
     if (buf_reserve(b, n) < 0) {
         return -1;
     }
@@ -70,8 +76,11 @@ static int put_str(Buf *b, PyObject *value) {
         return -1;
     }
     Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(value, &n);
-    if (s == NULL) {
+    const char *s;
+    if (PyUnicode_IS_COMPACT_ASCII(value)) { /* the usual label: its bytes are its UTF-8 */
+        s = (const char *)PyUnicode_DATA(value);
+        n = PyUnicode_GET_LENGTH(value);
+    } else if ((s = PyUnicode_AsUTF8AndSize(value, &n)) == NULL) {
         return -1;
     }
     if (buf_reserve(b, n * 6 + 2) < 0) {
@@ -218,6 +227,11 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
     if (!PyAnySet_Check(models)) {
         Py_DECREF(seq);
         PyErr_SetString(PyExc_TypeError, "models must be a set or frozenset");
+        return NULL;
+    }
+    /* A line with short labels takes ~300 bytes: one allocation for the usual batch. */
+    if (buf_reserve(&b, 320 * (PySequence_Fast_GET_SIZE(seq) + 1)) < 0) {
+        Py_DECREF(seq);
         return NULL;
     }
     PyObject *o = NULL;

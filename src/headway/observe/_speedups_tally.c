@@ -175,6 +175,70 @@ static Py_ssize_t slot_index(PyObject *index, PyObject *miss, PyObject *key) {
     return i;
 }
 
+/* Whether a and b are equal key items for certain, without running Python code: the same
+ * object, or exact str or int of the same value (which a dict finds equal too). */
+static int same_item(PyObject *a, PyObject *b) {
+    if (a == b) {
+        return 1;
+    }
+    if (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+        int kind = PyUnicode_KIND(a);
+        return n == PyUnicode_GET_LENGTH(b) && kind == PyUnicode_KIND(b) &&
+               memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * (size_t)kind) == 0;
+    }
+    if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
+        int overflow_a, overflow_b;
+        long long x = PyLong_AsLongLongAndOverflow(a, &overflow_a);
+        long long y = PyLong_AsLongLongAndOverflow(b, &overflow_b);
+        return !overflow_a && !overflow_b && x == y;
+    }
+    return 0;
+}
+
+/* The key a batch saw last and its slot: a run of requests with the same labels (the common
+ * case: one model, one tenant, all ok) skips the key tuple and the dict. miss() must give
+ * equal keys the same slot, which a caller's dict of slots does by construction. */
+typedef struct {
+    PyObject *key;
+    Py_ssize_t slot;
+} Last;
+
+/* The slot of the key made of `n` items (new references, taken over). -1 with an exception. */
+static Py_ssize_t lookup(PyObject *index, PyObject *miss, PyObject **items, Py_ssize_t n,
+                         Last *last) {
+    if (last->key != NULL) {
+        Py_ssize_t k = 0;
+        while (k < n && same_item(items[k], PyTuple_GET_ITEM(last->key, k))) {
+            k++;
+        }
+        if (k == n) {
+            for (k = 0; k < n; k++) {
+                Py_DECREF(items[k]);
+            }
+            return last->slot;
+        }
+    }
+    PyObject *key = PyTuple_New(n);
+    if (key == NULL) {
+        for (Py_ssize_t k = 0; k < n; k++) {
+            Py_DECREF(items[k]);
+        }
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyTuple_SET_ITEM(key, k, items[k]);
+    }
+    Py_ssize_t at = slot_index(index, miss, key);
+    if (at < 0) {
+        Py_DECREF(key);
+        return at;
+    }
+    Py_XSETREF(last->key, key);
+    last->slot = at;
+    return at;
+}
+
 /* The parts of one outcome, read (and converted) before any slot is touched: Python code run
  * by a conversion or by miss() may grow the slot array. */
 typedef struct {
@@ -332,26 +396,28 @@ static PyObject *add_requests(Tally *self, PyObject *args) {
         Py_DECREF(seq);
         return NULL;
     }
+    Last last = {NULL, -1};
     /* The size is read afresh each time: miss() is Python code. */
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
         Py_INCREF(o);
         Parts p = {0};
-        PyObject *key = PyTuple_New(5);
-        int ok = key != NULL;
         PyObject *const names[5] = {s_route, s_model, s_tenant, s_status, s_reason};
         const size_t offsets[5] = {offsetof(Outcome, route), offsetof(Outcome, model),
                                    offsetof(Outcome, tenant), offsetof(Outcome, status),
                                    offsetof(Outcome, reason)};
-        for (int k = 0; ok && k < 5; k++) {
-            PyObject *v = outcome_attr(o, offsets[k], names[k]);
-            if (v == NULL) {
-                ok = 0;
-            } else {
-                PyTuple_SET_ITEM(key, k, v);
+        PyObject *items[5];
+        int got = 0;
+        while (got < 5 && (items[got] = outcome_attr(o, offsets[got], names[got])) != NULL) {
+            got++;
+        }
+        int ok = got == 5;
+        if (!ok) {
+            for (int k = 0; k < got; k++) {
+                Py_DECREF(items[k]);
             }
         }
-        Py_ssize_t at = ok ? slot_index(index, miss, key) : -1;
+        Py_ssize_t at = ok ? lookup(index, miss, items, 5, &last) : -1;
         ok = at >= 0 || !PyErr_Occurred();
         if (ok) {
             p.latency = OUTCOME_ATTR(o, latency, s_latency);
@@ -365,14 +431,15 @@ static PyObject *add_requests(Tally *self, PyObject *args) {
         Slot *s = ok ? slot_at(self, at) : NULL;
         ok = s != NULL && apply(self, s, &p, flushed) == 0;
         parts_clear(&p);
-        Py_XDECREF(key);
         Py_DECREF(o);
         if (!ok) {
+            Py_XDECREF(last.key);
             Py_DECREF(flushed);
             Py_DECREF(seq);
             return NULL;
         }
     }
+    Py_XDECREF(last.key);
     Py_DECREF(seq);
     return flushed;
 }
@@ -391,18 +458,21 @@ static PyObject *add_attempts(Tally *self, PyObject *args) {
         Py_DECREF(seq);
         return NULL;
     }
+    Last last = {NULL, -1};
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
             PyErr_SetString(PyExc_TypeError, "an attempt is an (endpoint, status, seconds) tuple");
+            Py_XDECREF(last.key);
             Py_DECREF(flushed);
             Py_DECREF(seq);
             return NULL;
         }
         Py_INCREF(item);
         Parts p = {0};
-        PyObject *key = PyTuple_GetSlice(item, 0, 2);
-        Py_ssize_t at = key != NULL ? slot_index(index, miss, key) : -1;
+        PyObject *items[2] = {Py_NewRef(PyTuple_GET_ITEM(item, 0)),
+                              Py_NewRef(PyTuple_GET_ITEM(item, 1))};
+        Py_ssize_t at = lookup(index, miss, items, 2, &last);
         int ok = at >= 0 || !PyErr_Occurred();
         if (ok) {
             p.latency = PyTuple_GET_ITEM(item, 2);
@@ -412,9 +482,9 @@ static PyObject *add_attempts(Tally *self, PyObject *args) {
         Slot *s = ok ? slot_at(self, at) : NULL;
         ok = s != NULL && apply(self, s, &p, flushed) == 0;
         parts_clear(&p);
-        Py_XDECREF(key);
         Py_DECREF(item);
         if (!ok) {
+            Py_XDECREF(last.key);
             Py_DECREF(flushed);
             Py_DECREF(seq);
             return NULL;

@@ -73,11 +73,19 @@ async def test_drain_records_at_once_and_the_scheduled_turn_finds_nothing(
 
 async def test_upstream_attempts_are_counted_with_the_turn(clock: ManualClock) -> None:
     recorder, metrics, _, _ = _setup(clock)
-    recorder.attempt("p/ep0", 200, 0.01)
-    recorder.attempt("p/ep0", 503, 0.02)
+    attempt = recorder.attempt  # what the pools hold: one list's append, across drains
+    attempt(("p/ep0", 200, 0.01))
+    attempt(("p/ep0", 503, 0.02))
+    recorder.finish(_obs(clock.now()), 200, "ok")  # their request's finish schedules the drain
     assert math.isnan(metrics.endpoint_latency_quantiles("p/ep0", (0.5,))[0])  # nothing yet
     await asyncio.sleep(0)
     assert metrics.endpoint_latency_quantiles("p/ep0", (1.0,))[0] > 0.019
+    attempt(("p/ep0", 200, 0.5))
+    recorder.drain()  # an admin read
+    assert metrics.endpoint_latency_quantiles("p/ep0", (1.0,))[0] > 0.49
+    assert 'headway_upstream_requests_total{endpoint="other",status="200"} 2.0' in (
+        metrics.render().decode()
+    )
 
 
 def test_without_a_running_loop_an_outcome_is_recorded_at_once(clock: ManualClock) -> None:
@@ -87,14 +95,13 @@ def test_without_a_running_loop_an_outcome_is_recorded_at_once(clock: ManualCloc
 
 
 async def test_a_failing_sink_does_not_cost_the_others(
-    clock: ManualClock, caplog: pytest.LogCaptureFixture
+    clock: ManualClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recorder, metrics, sink, _ = _setup(clock)
-
-    def broken(batch: object) -> None:
+    def broken(self: object, batch: object) -> None:
         raise RuntimeError("a metrics bug")
 
-    metrics.record_requests = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(GatewayMetrics, "record_requests", broken)
+    recorder, _, sink, _ = _setup(clock)
     recorder.finish(_obs(clock.now()), 200, "ok")
     await asyncio.sleep(0)
     assert len(sink.getvalue().splitlines()) == 1  # the access log still got its line
