@@ -45,7 +45,6 @@ from headway.observe import (
     GatewayMetrics,
     GatewayTracer,
     SloCollector,
-    StreamTimer,
     TracingHooks,
     TrailHooks,
 )
@@ -547,22 +546,22 @@ class Gateway:
         events = last.count(b"data:")
         error: BaseException | None = None
         cancelled = False
-        timer: StreamTimer | None = None
+        # Chunk arrival times, while metrics are on: the recorder's batch turns them into TTFT
+        # and chunk gaps (a clock read and a list append per chunk here, nothing more).
+        stamps: list[float] | None = None
+        now = self._clock.now
         if obs is not None:
-            metrics = runtime.metrics
-            if metrics is not None:
-                timer = metrics.stream(obs.model, obs.start)
-                timer.chunk()
-                obs.ttft = timer.ttft
-            else:
-                obs.ttft = self._clock.now() - obs.start
+            first = now()
+            obs.ttft = first - obs.start
+            if runtime.metrics is not None:
+                stamps = [first]
         try:
             yield last
             async for chunk in response:
                 previous, last = last, chunk
                 events += chunk.count(b"data:")
-                if timer is not None:
-                    timer.chunk()
+                if stamps is not None:
+                    stamps.append(now())
                 yield chunk
         except asyncio.CancelledError:  # the client went away
             cancelled = True
@@ -585,7 +584,7 @@ class Gateway:
                 # token per event relayed.
                 total = prompt_tokens + events
             if obs is not None:
-                self._record_stream(runtime, obs, usage, timer, error, cancelled)
+                self._record_stream(runtime, obs, usage, stamps, error, cancelled)
             await admission.settle(total)
             await response.aclose()
             await runtime.admission.__aexit__(None, None, None)
@@ -596,15 +595,16 @@ class Gateway:
         runtime: Runtime,
         obs: Observation,
         usage: Any,
-        timer: StreamTimer | None,
+        stamps: list[float] | None,
         error: BaseException | None,
         cancelled: bool,
     ) -> None:
         if usage is not None:
             obs.prompt = usage.prompt_tokens
             obs.completion = usage.completion_tokens
-        if timer is not None:
-            obs.generation = timer.generation_seconds
+        if stamps is not None:
+            obs.stamps = stamps
+            obs.generation = stamps[-1] - stamps[0]  # first to last chunk: the decode time
         recorder = runtime.recorder
         assert recorder is not None  # an observation is made only for an observed runtime
         if cancelled:

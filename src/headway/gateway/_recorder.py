@@ -50,6 +50,7 @@ class PyObservation:
         "reason",
         "request_id",
         "route",
+        "stamps",
         "start",
         "status",
         "stream",
@@ -70,6 +71,8 @@ class PyObservation:
         self.prompt: int | None = None
         self.completion: int | None = None
         self.ttft: float | None = None
+        #: A streamed answer's chunk arrival times (while metrics are on): its chunk gaps.
+        self.stamps: list[float] | None = None
         self.generation = 0.0
         self.stream = False
         self.trace: RequestTrace | None = None

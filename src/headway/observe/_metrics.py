@@ -29,7 +29,9 @@ likewise upstream attempt latency per endpoint (one sketch ``add`` per attempt).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+from itertools import pairwise
 from typing import NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
@@ -201,13 +203,18 @@ class GatewayMetrics:
         # Latencies go straight into their sketch's pending values; a tally names the sketch
         # to fold when an append fills its batch.
         self._requests_tally = new_tally(
-            self.duration.bounds, self.tokens_per_second.bounds, flush_at=SKETCH_BATCH
+            self.duration.bounds,
+            self.tokens_per_second.bounds,
+            flush_at=SKETCH_BATCH,
+            gap_bounds=self.inter_token.bounds,
         )
         self._attempts_tally = new_tally(self.upstream_duration.bounds, (), flush_at=SKETCH_BATCH)
         for family in (
             self.requests,
             self.duration,
             self.tokens_per_second,
+            self.ttft,
+            self.inter_token,
             self.prompt_tokens,
             self.completion_tokens,
             self.upstream_requests,
@@ -235,6 +242,8 @@ class GatewayMetrics:
         # The tallies' slots by raw (allowed) label values: one lookup per request. Raw values
         # that were allowed may not be any more.
         self._request_index: dict[tuple[str, str | None, str | None, int, str], int] = {}
+        # A streamed model's TTFT and gap series, likewise.
+        self._stream_series: dict[str | None, tuple[HistogramSeries, HistogramSeries]] = {}
         if models is not None:
             self._models = AllowList(models)
             self._model_map = self._models.mapping
@@ -355,17 +364,8 @@ class GatewayMetrics:
     def _catch_up(self) -> None:
         """Add what the tallies hold into the series (before any family is read)."""
         slots = self._request_slots
-        for (
-            at,
-            count,
-            total,
-            buckets,
-            seen,
-            prompt,
-            completion,
-            tps_sum,
-            tps,
-        ) in self._requests_tally.take():
+        for taken in self._requests_tally.take():
+            at, count, total, buckets, seen, prompt, completion, tps_sum, tps = taken[:9]
             series = slots[at]
             series.count.value += count
             _add_histogram(series.duration, buckets, total)
@@ -376,6 +376,11 @@ class GatewayMetrics:
                 tokens.prompt.value += prompt
                 tokens.completion.value += completion
                 _add_histogram(tokens.per_second, tps, tps_sum)
+            streamed, ttft_sum, ttft, gap_sum, gaps = taken[9:]
+            if streamed:
+                label = (series.model,)
+                _add_histogram(self.ttft.series(label), ttft, ttft_sum)
+                _add_histogram(self.inter_token.series(label), gaps, gap_sum)
         upstream = self._upstream_slots
         for at, count, total, buckets, *_ in self._attempts_tally.take():
             attempt = upstream[at]
@@ -449,10 +454,13 @@ class GatewayMetrics:
 
     def stream(self, model: str | None, started: float) -> StreamTimer:
         """Timing for one streamed answer that began (request parsed) at ``started``."""
-        label = (self._models(model),)
-        return StreamTimer(
-            self._clock, started, self.ttft.series(label), self.inter_token.series(label)
-        )
+        pair = self._stream_series.get(model)
+        if pair is None:
+            label = self._models(model)
+            pair = (self.ttft.series((label,)), self.inter_token.series((label,)))
+            if label == model:  # only allowed raw values are remembered (bounded)
+                self._stream_series[model] = pair
+        return StreamTimer(self._clock, started, pair)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -483,34 +491,82 @@ class GatewayMetrics:
 
 
 class StreamTimer:
-    """Per-stream TTFT and chunk gaps; one clock read and one observe per chunk."""
+    """Per-stream TTFT and chunk gaps. :meth:`first_chunk` observes TTFT at once; after it a
+    chunk costs one clock read and one list append (``stamps.append(clock.now())``, which the
+    relay inlines), and :meth:`done` puts every gap into the histogram in one pass when the
+    stream ends: a stream relays tens of chunks, and a histogram observe per chunk cost more
+    than the rest of its observability together."""
 
-    __slots__ = ("_clock", "_gap", "_last", "_ttft", "first", "started")
+    __slots__ = ("_clock", "_recorded", "_series", "stamps", "started")
 
     def __init__(
-        self, clock: Clock, started: float, ttft: HistogramSeries, gap: HistogramSeries
+        self, clock: Clock, started: float, series: tuple[HistogramSeries, HistogramSeries]
     ) -> None:
         self._clock = clock
-        self._ttft = ttft
-        self._gap = gap
+        self._series = series  # (TTFT, gaps)
         self.started = started
-        self.first: float | None = None
-        self._last = started
+        #: When each chunk arrived, on the clock's scale.
+        self.stamps: list[float] = []
+        self._recorded = 1  # the first stamp whose gap to the one before is not counted
+
+    def first_chunk(self) -> float:
+        """The first chunk arrived now: observes and returns its TTFT."""
+        now = self._clock.now()
+        self.stamps.append(now)
+        ttft = now - self.started
+        histogram = self._series[0]
+        histogram.counts[bisect_left(histogram.bounds, ttft)] += 1
+        histogram.sum += ttft
+        return ttft
 
     def chunk(self) -> None:
-        now = self._clock.now()
-        if self.first is None:
-            self.first = now
-            self._ttft.observe(now - self.started)
+        """A chunk arrived now (the first one's TTFT is observed at once)."""
+        if self.stamps:
+            self.stamps.append(self._clock.now())
         else:
-            self._gap.observe(now - self._last)
-        self._last = now
+            self.first_chunk()
+
+    def done(self) -> float:
+        """Put the gaps between the chunks seen so far into the histogram (each gap once, even
+        if called again); returns the decode time (:attr:`generation_seconds`)."""
+        stamps = self.stamps
+        after = self._recorded
+        if len(stamps) > after:
+            gaps = self._series[1]
+            gaps.sum += _add_gaps(
+                gaps.counts, gaps.bounds, stamps if after == 1 else stamps[after - 1 :]
+            )
+            self._recorded = len(stamps)
+        return stamps[-1] - stamps[0] if stamps else 0.0
+
+    @property
+    def first(self) -> float | None:
+        return self.stamps[0] if self.stamps else None
 
     @property
     def ttft(self) -> float | None:
-        return None if self.first is None else self.first - self.started
+        return self.stamps[0] - self.started if self.stamps else None
 
     @property
     def generation_seconds(self) -> float:
         """First to last chunk: the decode time that output tokens per second divides by."""
-        return 0.0 if self.first is None else self._last - self.first
+        stamps = self.stamps
+        return stamps[-1] - stamps[0] if stamps else 0.0
+
+
+def _python_add_gaps(counts: list[int], bounds: tuple[float, ...], stamps: list[float]) -> float:
+    """The reference loop of ``_speedups.add_gaps``: each gap between consecutive stamps into
+    its bucket; returns their sum."""
+    total = 0.0
+    for before, after in pairwise(stamps):
+        gap = after - before
+        counts[bisect_left(bounds, gap)] += 1
+        total += gap
+    return total
+
+
+_add_gaps: Callable[[list[int], tuple[float, ...], list[float]], float]
+try:  # built from _speedups.c at install when a C compiler is there (see setup.py)
+    from ._speedups import add_gaps as _add_gaps
+except ImportError:  # pragma: no cover - the pure-Python loop runs
+    _add_gaps = _python_add_gaps

@@ -13,6 +13,7 @@
  *   decisions: decision_reasons(attributes) -> list[str], called only for non-empty attributes
  * Raises TypeError on a value of an unexpected type; the caller then formats in Python.
  * iso_utc(seconds) -> bytes: that time stamp from the wall clock, as orjson writes a datetime.
+ * add_gaps(counts, bounds, stamps) -> total: a stream's chunk gaps into a histogram.
  *
  * The Tally (_speedups_tally.c) and Outcome (_speedups_outcome.c) types live beside them.
  */
@@ -441,6 +442,62 @@ fail:
     return NULL;
 }
 
+/* add_gaps(counts, bounds, stamps) -> total
+ * A stream's inter-chunk gaps into a histogram: for each consecutive pair of stamps, the gap
+ * counts once in counts[bisect_left(bounds, gap)]; returns the sum of the gaps (the caller adds
+ * it to the histogram's sum). The reference is _python_add_gaps in _metrics.py. */
+static PyObject *add_gaps(PyObject *self, PyObject *args) {
+    PyObject *counts, *bounds, *stamps;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &counts, &PyTuple_Type, &bounds,
+                          &PyList_Type, &stamps)) {
+        return NULL;
+    }
+    Py_ssize_t nb = PyTuple_GET_SIZE(bounds);
+    if (PyList_GET_SIZE(counts) != nb + 1) {
+        PyErr_SetString(PyExc_ValueError, "counts must have one more item than bounds");
+        return NULL;
+    }
+    double total = 0.0, previous = 0.0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(stamps); i++) {
+        PyObject *item = PyList_GET_ITEM(stamps, i);
+        if (!PyFloat_CheckExact(item)) {
+            PyErr_SetString(PyExc_TypeError, "stamps must be floats");
+            return NULL;
+        }
+        double stamp = PyFloat_AS_DOUBLE(item);
+        if (i > 0) {
+            double gap = stamp - previous;
+            Py_ssize_t lo = 0, hi = nb;
+            while (lo < hi) {
+                Py_ssize_t mid = (lo + hi) / 2;
+                PyObject *bound = PyTuple_GET_ITEM(bounds, mid);
+                if (!PyFloat_CheckExact(bound)) {
+                    PyErr_SetString(PyExc_TypeError, "bounds must be floats");
+                    return NULL;
+                }
+                if (PyFloat_AS_DOUBLE(bound) < gap) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            PyObject *current = PyList_GET_ITEM(counts, lo);
+            long long n = PyLong_AsLongLong(current);
+            if (n == -1 && PyErr_Occurred()) {
+                return NULL;
+            }
+            PyObject *updated = PyLong_FromLongLong(n + 1);
+            if (updated == NULL) {
+                return NULL;
+            }
+            PyList_SetItem(counts, lo, updated); /* steals updated, drops the old count */
+            total += gap;
+        }
+        previous = stamp;
+    }
+    return PyFloat_FromDouble(total);
+}
+
 /* iso_utc(seconds) -> bytes: orjson.dumps(datetime.fromtimestamp(seconds, UTC),
  * option=OPT_UTC_Z), i.e. "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" with the quotes, with
  * fromtimestamp's own rounding (to the microsecond, half to even). ~300 instructions against
@@ -504,6 +561,8 @@ static PyObject *iso_utc(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"add_to_bins", add_to_bins, METH_VARARGS,
      "add_to_bins(bins, values, inv_log_gamma, min_value) -> zeros: DDSketch.add_many's loop."},
+    {"add_gaps", add_gaps, METH_VARARGS,
+     "add_gaps(counts, bounds, stamps) -> total: a stream's chunk gaps into a histogram."},
     {"iso_utc", iso_utc, METH_O,
      "iso_utc(seconds) -> bytes: the UTC time as orjson writes a datetime (OPT_UTC_Z)."},
     {"format_lines", format_lines, METH_VARARGS,

@@ -9,8 +9,8 @@
 typedef struct {
     PyObject_HEAD
     PyObject *attributes, *completion, *endpoint, *generation, *latency, *model, *prompt,
-        *reason, *request_id, *route, *start, *status, *stream, *tenant, *trace, *trace_id,
-        *ttft;
+        *reason, *request_id, *route, *stamps, *start, *status, *stream, *tenant, *trace,
+        *trace_id, *ttft;
 } Outcome;
 
 extern PyTypeObject OutcomeType;

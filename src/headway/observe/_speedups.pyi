@@ -9,6 +9,7 @@ def format_lines(
     decisions: Callable[[Any], list[str]],
 ) -> bytes: ...
 def iso_utc(seconds: float) -> bytes: ...
+def add_gaps(counts: list[int], bounds: tuple[float, ...], stamps: list[float]) -> float: ...
 def add_to_bins(
     bins: dict[int, int], values: list[float], inv_log_gamma: float, min_value: float
 ) -> int: ...
@@ -17,7 +18,12 @@ class Tally:
     """The C twin of ``headway.observe._tally.PyTally``."""
 
     def __init__(
-        self, bounds: Sequence[float], tps_bounds: Sequence[float], *, flush_at: int = 1
+        self,
+        bounds: Sequence[float],
+        tps_bounds: Sequence[float],
+        *,
+        flush_at: int = 1,
+        gap_bounds: Sequence[float] = (),
     ) -> None: ...
     def add_requests(
         self, outcomes: Sequence[Any], index: dict[Any, int], miss: Callable[..., int]
@@ -29,7 +35,26 @@ class Tally:
         miss: Callable[..., int],
     ) -> list[Any]: ...
     def bind(self, slot: int, run: list[float], flush: object) -> None: ...
-    def take(self) -> list[tuple[int, int, float, list[int], bool, int, int, float, list[int]]]: ...
+    def take(
+        self,
+    ) -> list[
+        tuple[
+            int,
+            int,
+            float,
+            list[int],
+            bool,
+            int,
+            int,
+            float,
+            list[int],
+            bool,
+            float,
+            list[int],
+            float,
+            list[int],
+        ]
+    ]: ...
 
 class Outcome:
     """The C twin of ``headway.gateway._recorder.PyObservation``."""
@@ -44,6 +69,7 @@ class Outcome:
     prompt: int | None
     completion: int | None
     ttft: float | None
+    stamps: list[float] | None
     generation: float
     stream: bool
     trace: Any

@@ -18,7 +18,8 @@ static PyObject *empty_reason, *zero_float, *zero_int;
 /* Every field, for traverse, clear and the member table. */
 #define FIELDS(X)                                                                         \
     X(attributes) X(completion) X(endpoint) X(generation) X(latency) X(model) X(prompt) \
-    X(reason) X(request_id) X(route) X(start) X(status) X(stream) X(tenant) X(trace)    \
+    X(reason) X(request_id) X(route) X(stamps) X(start) X(status) X(stream) X(tenant)   \
+    X(trace)                                                                            \
     X(trace_id) X(ttft)
 
 static PyObject *outcome_make(PyTypeObject *type, PyObject *start, PyObject *route) {
@@ -36,6 +37,7 @@ static PyObject *outcome_make(PyTypeObject *type, PyObject *start, PyObject *rou
     self->prompt = Py_NewRef(Py_None);
     self->completion = Py_NewRef(Py_None);
     self->ttft = Py_NewRef(Py_None);
+    self->stamps = Py_NewRef(Py_None);
     self->generation = Py_NewRef(zero_float);
     self->stream = Py_NewRef(Py_False);
     self->trace = Py_NewRef(Py_None);

@@ -25,12 +25,14 @@
 typedef struct {
     long long count;
     double sum;
-    long long *buckets; /* nb + 1 latency buckets, then ntps + 1 tokens/s buckets */
+    long long *buckets; /* nb + 1 latency, ntps + 1 tokens/s, nb + 1 TTFT, ngap + 1 gap buckets */
     int dirty;
     int tokens_seen;
     long long prompt, completion; /* token totals that fit in 64 bits ... */
     PyObject *prompt_big, *completion_big; /* ... and the rest, as Python ints (NULL: none) */
     double tps_sum;
+    int streamed;            /* a TTFT or chunk stamps were seen */
+    double ttft_sum, gap_sum;
     PyObject *run;   /* where latencies go (NULL: nowhere) */
     PyObject *flush; /* returned when run turns non-empty */
 } Slot;
@@ -41,13 +43,21 @@ typedef struct {
     Py_ssize_t nb;
     double *tps;
     Py_ssize_t ntps;
+    double *gaps;
+    Py_ssize_t ngap;
     Slot *slots;
     Py_ssize_t nslots;
     Py_ssize_t flush_at;
 } Tally;
 
 static PyObject *s_route, *s_model, *s_tenant, *s_status, *s_reason, *s_latency, *s_prompt,
-    *s_completion, *s_generation;
+    *s_completion, *s_generation, *s_ttft, *s_stamps;
+
+/* Offsets of each histogram in a slot's buckets. */
+#define TPS_AT(t) ((t)->nb + 1)
+#define TTFT_AT(t) (TPS_AT(t) + (t)->ntps + 1)
+#define GAP_AT(t) (TTFT_AT(t) + (t)->nb + 1)
+#define NBUCKETS(t) (GAP_AT(t) + (t)->ngap + 1)
 
 /* bisect.bisect_left over doubles: the first i with bounds[i] >= x (NaN: 0, as in Python). */
 static Py_ssize_t bisect_left(const double *bounds, Py_ssize_t n, double x) {
@@ -90,10 +100,11 @@ static int read_bounds(PyObject *given, double **out, Py_ssize_t *n) {
 }
 
 static int tally_init(Tally *self, PyObject *args, PyObject *kwds) {
-    PyObject *bounds, *tps;
+    PyObject *bounds, *tps, *gaps = NULL;
     Py_ssize_t flush_at = 1;
-    static char *kwlist[] = {"bounds", "tps_bounds", "flush_at", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$n", kwlist, &bounds, &tps, &flush_at)) {
+    static char *kwlist[] = {"bounds", "tps_bounds", "flush_at", "gap_bounds", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$nO", kwlist, &bounds, &tps, &flush_at,
+                                     &gaps)) {
         return -1;
     }
     if (flush_at < 1) {
@@ -105,10 +116,16 @@ static int tally_init(Tally *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "a Tally is initialised once");
         return -1;
     }
-    if (read_bounds(bounds, &self->bounds, &self->nb) < 0) {
+    if (read_bounds(bounds, &self->bounds, &self->nb) < 0 ||
+        read_bounds(tps, &self->tps, &self->ntps) < 0) {
         return -1;
     }
-    return read_bounds(tps, &self->tps, &self->ntps);
+    if (gaps == NULL) {
+        self->gaps = PyMem_Malloc(sizeof(double));
+        self->ngap = 0;
+        return self->gaps == NULL ? (PyErr_NoMemory(), -1) : 0;
+    }
+    return read_bounds(gaps, &self->gaps, &self->ngap);
 }
 
 static void tally_dealloc(Tally *self) {
@@ -123,6 +140,7 @@ static void tally_dealloc(Tally *self) {
     PyMem_Free(self->slots);
     PyMem_Free(self->bounds);
     PyMem_Free(self->tps);
+    PyMem_Free(self->gaps);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -148,7 +166,7 @@ static Slot *slot_at(Tally *self, Py_ssize_t index) {
     }
     Slot *s = &self->slots[index];
     if (s->buckets == NULL) {
-        s->buckets = PyMem_Calloc((size_t)(self->nb + 1 + self->ntps + 1), sizeof(long long));
+        s->buckets = PyMem_Calloc((size_t)NBUCKETS(self), sizeof(long long));
         if (s->buckets == NULL) {
             PyErr_NoMemory();
             return NULL;
@@ -250,9 +268,13 @@ typedef struct {
     PyObject *prompt_obj, *completion_obj; /* new references when has_tokens */
     int has_rate;
     double rate;
+    int has_ttft;
+    double ttft;
+    PyObject *stamps; /* a list of exact floats (new reference), or NULL */
 } Parts;
 
 static void parts_clear(Parts *p) {
+    Py_XDECREF(p->stamps);
     Py_XDECREF(p->latency);
     Py_XDECREF(p->prompt_obj);
     Py_XDECREF(p->completion_obj);
@@ -282,6 +304,55 @@ static int as_count(PyObject *value, long long *out, int *over) {
     if (overflow < 0) {
         *out = -1; /* far below zero: not counted, like any count <= 0 */
     }
+    return 0;
+}
+
+/* o.<name>, or None when o has no such attribute (a plain record that was never streamed). */
+static PyObject *optional_attr(PyObject *o, size_t offset, PyObject *name) {
+    PyObject *v = outcome_attr(o, offset, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return Py_NewRef(Py_None);
+    }
+    return v;
+}
+
+/* The TTFT and chunk stamps of a streamed answer (both None otherwise). */
+static int read_stream(PyObject *o, Parts *p) {
+    PyObject *ttft = optional_attr(o, offsetof(Outcome, ttft), s_ttft);
+    if (ttft == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    if (ttft != Py_None) {
+        p->has_ttft = 1;
+        rc = as_seconds(ttft, &p->ttft);
+    }
+    Py_DECREF(ttft);
+    if (rc < 0) {
+        return -1;
+    }
+    PyObject *stamps = optional_attr(o, offsetof(Outcome, stamps), s_stamps);
+    if (stamps == NULL) {
+        return -1;
+    }
+    if (stamps == Py_None) {
+        Py_DECREF(stamps);
+        return 0;
+    }
+    if (!PyList_Check(stamps)) {
+        Py_DECREF(stamps);
+        PyErr_SetString(PyExc_TypeError, "stamps must be a list of floats");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(stamps); i++) {
+        if (!PyFloat_CheckExact(PyList_GET_ITEM(stamps, i))) {
+            Py_DECREF(stamps);
+            PyErr_SetString(PyExc_TypeError, "stamps must be a list of floats");
+            return -1;
+        }
+    }
+    p->stamps = stamps;
     return 0;
 }
 
@@ -367,8 +438,24 @@ static int apply(Tally *self, Slot *s, Parts *p, PyObject *flushed) {
             return -1;
         }
         if (p->has_rate) {
-            s->buckets[self->nb + 1 + bisect_left(self->tps, self->ntps, p->rate)]++;
+            s->buckets[TPS_AT(self) + bisect_left(self->tps, self->ntps, p->rate)]++;
             s->tps_sum += p->rate;
+        }
+    }
+    if (p->has_ttft || p->stamps != NULL) {
+        s->streamed = 1;
+    }
+    if (p->has_ttft) {
+        s->buckets[TTFT_AT(self) + bisect_left(self->bounds, self->nb, p->ttft)]++;
+        s->ttft_sum += p->ttft;
+    }
+    if (p->stamps != NULL) { /* checked: exact floats, and no Python code ran since */
+        PyObject *stamps = p->stamps;
+        for (Py_ssize_t i = 1; i < PyList_GET_SIZE(stamps); i++) {
+            double gap = PyFloat_AS_DOUBLE(PyList_GET_ITEM(stamps, i)) -
+                         PyFloat_AS_DOUBLE(PyList_GET_ITEM(stamps, i - 1));
+            s->buckets[GAP_AT(self) + bisect_left(self->gaps, self->ngap, gap)]++;
+            s->gap_sum += gap;
         }
     }
     if (s->run != NULL) {
@@ -428,6 +515,7 @@ static PyObject *add_requests(Tally *self, PyObject *args) {
             ok = completion != NULL && (completion == Py_None || read_tokens(o, completion, &p) == 0);
         }
         Py_XDECREF(completion);
+        ok = ok && read_stream(o, &p) == 0;
         Slot *s = ok ? slot_at(self, at) : NULL;
         ok = s != NULL && apply(self, s, &p, flushed) == 0;
         parts_clear(&p);
@@ -541,21 +629,25 @@ static void reset(Tally *self, Slot *s) {
     s->dirty = 0;
     s->count = 0;
     s->sum = 0.0;
-    memset(s->buckets, 0, sizeof(long long) * (size_t)(self->nb + 1 + self->ntps + 1));
+    memset(s->buckets, 0, sizeof(long long) * (size_t)NBUCKETS(self));
     s->tokens_seen = 0;
     s->prompt = s->completion = 0;
     Py_CLEAR(s->prompt_big);
     Py_CLEAR(s->completion_big);
     s->tps_sum = 0.0;
+    s->streamed = 0;
+    s->ttft_sum = s->gap_sum = 0.0;
 }
 
-/* (slot, count, sum, buckets, tokens_seen, prompt, completion, tps_sum, tps_buckets) */
+/* (slot, count, sum, buckets, tokens_seen, prompt, completion, tps_sum, tps_buckets,
+ *  streamed, ttft_sum, ttft_buckets, gap_sum, gap_buckets) */
+#define ROW 14
 static PyObject *row(Tally *self, Py_ssize_t i, Slot *s) {
-    PyObject *row = PyTuple_New(9);
+    PyObject *row = PyTuple_New(ROW);
     if (row == NULL) {
         return NULL;
     }
-    PyObject *items[9] = {
+    PyObject *items[ROW] = {
         PyLong_FromSsize_t(i),
         PyLong_FromLongLong(s->count),
         PyFloat_FromDouble(s->sum),
@@ -564,10 +656,15 @@ static PyObject *row(Tally *self, Py_ssize_t i, Slot *s) {
         total(s->prompt, s->prompt_big),
         total(s->completion, s->completion_big),
         PyFloat_FromDouble(s->tps_sum),
-        counts_list(s->buckets + self->nb + 1, self->ntps + 1),
+        counts_list(s->buckets + TPS_AT(self), self->ntps + 1),
+        PyBool_FromLong(s->streamed),
+        PyFloat_FromDouble(s->ttft_sum),
+        counts_list(s->buckets + TTFT_AT(self), self->nb + 1),
+        PyFloat_FromDouble(s->gap_sum),
+        counts_list(s->buckets + GAP_AT(self), self->ngap + 1),
     };
     int ok = 1;
-    for (int k = 0; k < 9; k++) {
+    for (int k = 0; k < ROW; k++) {
         ok = ok && items[k] != NULL;
         PyTuple_SET_ITEM(row, k, items[k]); /* a NULL item is fine for the DECREF below */
     }
@@ -609,7 +706,8 @@ static PyMethodDef tally_methods[] = {
      "bind(slot, run, flush): where the slot's latencies go, and what says so"},
     {"take", (PyCFunction)take, METH_NOARGS,
      "take() -> [(slot, count, sum, buckets, tokens_seen, prompt, completion, tps_sum, "
-     "tps_buckets)] of every slot touched since the last take, which zeroes them"},
+     "tps_buckets, streamed, ttft_sum, ttft_buckets, gap_sum, gap_buckets)] of every slot "
+     "touched since the last take, which zeroes them"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -636,6 +734,8 @@ int tally_add_type(PyObject *module) {
     INTERN(s_prompt, "prompt")
     INTERN(s_completion, "completion")
     INTERN(s_generation, "generation")
+    INTERN(s_ttft, "ttft")
+    INTERN(s_stamps, "stamps")
 #undef INTERN
     if (PyType_Ready(&TallyType) < 0) {
         return -1;

@@ -19,11 +19,28 @@ from __future__ import annotations
 import operator
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any, Protocol
 
 #: One slot's numbers since the last take: (slot, count, latency sum, latency buckets,
-#: tokens seen, prompt tokens, completion tokens, tokens/s sum, tokens/s buckets).
-Taken = tuple[int, int, float, list[int], bool, int, int, float, list[int]]
+#: tokens seen, prompt tokens, completion tokens, tokens/s sum, tokens/s buckets, streamed,
+#: TTFT sum, TTFT buckets (the latency bounds), chunk gap sum, chunk gap buckets).
+Taken = tuple[
+    int,
+    int,
+    float,
+    list[int],
+    bool,
+    int,
+    int,
+    float,
+    list[int],
+    bool,
+    float,
+    list[int],
+    float,
+    list[int],
+]
 
 #: A slot past this is a caller's bug, not a series (series are bounded by the config).
 MAX_SLOTS = 1 << 20
@@ -52,15 +69,20 @@ class _Slot:
         "count",
         "dirty",
         "flush",
+        "gap_sum",
+        "gaps",
         "prompt",
         "run",
+        "streamed",
         "sum",
         "tokens_seen",
         "tps",
         "tps_sum",
+        "ttft",
+        "ttft_sum",
     )
 
-    def __init__(self, buckets: int, tps_buckets: int) -> None:
+    def __init__(self, buckets: int, tps_buckets: int, gap_buckets: int) -> None:
         self.count = 0
         self.sum = 0.0
         self.buckets = [0] * buckets
@@ -70,6 +92,11 @@ class _Slot:
         self.completion = 0
         self.tps_sum = 0.0
         self.tps = [0] * tps_buckets
+        self.streamed = False
+        self.ttft_sum = 0.0
+        self.ttft = [0] * buckets
+        self.gap_sum = 0.0
+        self.gaps = [0] * gap_buckets
         self.run: list[float] | None = None
         self.flush: object = None
 
@@ -78,16 +105,22 @@ class PyTally:
     """The reference tally (see the module): ``bounds`` are the latency histogram's, and
     ``tps_bounds`` the tokens-per-second histogram's."""
 
-    __slots__ = ("_bounds", "_flush_at", "_slots", "_tps_bounds")
+    __slots__ = ("_bounds", "_flush_at", "_gap_bounds", "_slots", "_tps_bounds")
 
     def __init__(
-        self, bounds: Sequence[float], tps_bounds: Sequence[float], *, flush_at: int = 1
+        self,
+        bounds: Sequence[float],
+        tps_bounds: Sequence[float],
+        *,
+        flush_at: int = 1,
+        gap_bounds: Sequence[float] = (),
     ) -> None:
         if flush_at < 1:
             raise ValueError("flush_at must be at least 1")
         self._flush_at = flush_at
         self._bounds = tuple(float(b) for b in bounds)
         self._tps_bounds = tuple(float(b) for b in tps_bounds)
+        self._gap_bounds = tuple(float(b) for b in gap_bounds)
         self._slots: list[_Slot] = []
 
     def _slot(self, at: int) -> _Slot:
@@ -96,7 +129,9 @@ class PyTally:
             raise ValueError(f"slot {at} out of range")
         slots = self._slots
         while len(slots) <= at:
-            slots.append(_Slot(len(self._bounds) + 1, len(self._tps_bounds) + 1))
+            slots.append(
+                _Slot(len(self._bounds) + 1, len(self._tps_bounds) + 1, len(self._gap_bounds) + 1)
+            )
         return slots[at]
 
     def bind(self, slot: int, run: list[float], flush: object) -> None:
@@ -108,7 +143,8 @@ class PyTally:
         self, outcomes: Sequence[Any], index: dict[Any, int], miss: Callable[..., int]
     ) -> list[Any]:
         """Each outcome (``Counted``: route, model, tenant, status, reason, latency, and
-        prompt, completion and generation when it reported usage) into its key's slot."""
+        prompt, completion and generation when it reported usage; ``ttft`` and ``stamps``, the
+        chunks' arrival times, when it was streamed and has them) into its key's slot."""
         flushed: list[Any] = []
         for o in outcomes:
             key = (o.route, o.model, o.tenant, o.status, o.reason)
@@ -128,6 +164,13 @@ class PyTally:
                     generation = o.generation
                     if _seconds(generation) > 0:
                         rate = _seconds(completion / generation)
+            ttft = getattr(o, "ttft", None)
+            first = None if ttft is None else _seconds(ttft)
+            stamps = getattr(o, "stamps", None)
+            if stamps is not None and (
+                not isinstance(stamps, list) or any(type(t) is not float for t in stamps)
+            ):
+                raise TypeError("stamps must be a list of floats")
             s = self._slot(at)
             self._add(s, seconds, latency, flushed)
             if completion is not None:
@@ -139,6 +182,17 @@ class PyTally:
                 if rate is not None:
                     s.tps[bisect_left(self._tps_bounds, rate)] += 1
                     s.tps_sum += rate
+            if first is not None or stamps is not None:
+                s.streamed = True
+            if first is not None:
+                s.ttft[bisect_left(self._bounds, first)] += 1
+                s.ttft_sum += first
+            if stamps:
+                gaps = s.gaps
+                for before, after in pairwise(stamps):
+                    gap = after - before
+                    gaps[bisect_left(self._gap_bounds, gap)] += 1
+                    s.gap_sum += gap
         return flushed
 
     def add_attempts(
@@ -188,13 +242,20 @@ class PyTally:
                     s.completion,
                     s.tps_sum,
                     s.tps,
+                    s.streamed,
+                    s.ttft_sum,
+                    s.ttft,
+                    s.gap_sum,
+                    s.gaps,
                 )
             )
-            s.dirty = s.tokens_seen = False
+            s.dirty = s.tokens_seen = s.streamed = False
             s.count = s.prompt = s.completion = 0
-            s.sum = s.tps_sum = 0.0
+            s.sum = s.tps_sum = s.ttft_sum = s.gap_sum = 0.0
             s.buckets = [0] * len(s.buckets)
             s.tps = [0] * len(s.tps)
+            s.ttft = [0] * len(s.ttft)
+            s.gaps = [0] * len(s.gaps)
         return out
 
 

@@ -157,9 +157,22 @@ def test_stream_timer_records_ttft_and_gaps(clock: ManualClock) -> None:
     assert abs(timer.generation_seconds - 0.05) < 1e-9
     got = samples(metrics)
     model = (("model", "llama"),)
-    assert got[("headway_time_to_first_token_seconds_sum", model)] == 0.25
-    assert got[("headway_inter_token_seconds_count", model)] == 2.0
-    assert abs(got[("headway_inter_token_seconds_sum", model)] - 0.05) < 1e-9
+    assert got[("headway_time_to_first_token_seconds_sum", model)] == 0.25  # at the first chunk
+    assert got[("headway_inter_token_seconds_count", model)] == 0.0  # gaps: when it ends
+    timer.done()
+    clock.step(0.5)
+    timer.chunk()  # a chunk after done() (a caller that looked early): its gap counts later
+    timer.done()
+    timer.done()  # each gap once
+    got = samples(metrics)
+    assert got[("headway_inter_token_seconds_count", model)] == 3.0
+    assert abs(got[("headway_inter_token_seconds_sum", model)] - 0.55) < 1e-9
+    buckets = {
+        dict(labels)["le"]: value
+        for (name, labels), value in got.items()
+        if name == "headway_inter_token_seconds_bucket" and dict(labels)["model"] == "llama"
+    }
+    assert buckets["+Inf"] == 3.0
     metrics.first_token("gpt-4o", 0.1)
     metrics.chunk_gap("gpt-4o", 0.01)
     got = samples(metrics)

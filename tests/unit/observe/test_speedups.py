@@ -230,3 +230,25 @@ def test_the_c_outcome_has_the_python_observations_fields_and_defaults() -> None
     cycle.attributes = {"self": cycle}
     del cycle
     assert gc.collect() >= 2  # the outcome and its dict, only reachable from each other
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=0.0, max_value=1e6),
+            st.floats(min_value=0.0, max_value=1e-3),
+        ),
+        max_size=40,
+    )
+)
+def test_c_stream_gaps_equal_the_python_gaps(stamps: list[float]) -> None:
+    from headway.observe import _metrics as metrics
+    from headway.observe._buckets import INTER_TOKEN_BUCKETS
+
+    bounds = tuple(float(b) for b in INTER_TOKEN_BUCKETS)
+    c_counts, py_counts = [0] * (len(bounds) + 1), [0] * (len(bounds) + 1)
+    c_total = metrics._add_gaps(c_counts, bounds, stamps)  # unsorted stamps: negative gaps too
+    assert repr(c_total) == repr(metrics._python_add_gaps(py_counts, bounds, stamps))
+    assert c_counts == py_counts
+    assert sum(c_counts) == max(len(stamps) - 1, 0)

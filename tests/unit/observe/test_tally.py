@@ -32,6 +32,11 @@ class Out:
     prompt: int | None = None
     completion: int | None = None
     generation: float = 0.0
+    ttft: float | None = None
+    stamps: list[float] | None = None
+
+
+GAPS = (0.01, 0.1)
 
 
 def tallies() -> list[Tally]:
@@ -63,9 +68,10 @@ def test_a_batch_is_counted_into_its_slots_and_take_zeroes_them(tally: Tally) ->
     assert run == [0.05, 2.0]  # slot 1 was never bound: its latencies go to no sketch
     assert index == {("chat", "m", "t", 200, "ok"): 0, ("chat", "m", "t", 503, "shed"): 1}
     taken = sorted(tally.take())
+    no_stream = (False, 0.0, [0, 0, 0, 0, 0], 0.0, [0])
     assert taken == [
-        (0, 2, 2.05, [0, 1, 0, 1, 0], True, 15, 20, 40.0, [0, 1, 0]),
-        (1, 1, 0.001, [1, 0, 0, 0, 0], False, 0, 0, 0.0, [0, 0, 0]),
+        (0, 2, 2.05, [0, 1, 0, 1, 0], True, 15, 20, 40.0, [0, 1, 0], *no_stream),
+        (1, 1, 0.001, [1, 0, 0, 0, 0], False, 0, 0, 0.0, [0, 0, 0], *no_stream),
     ]
     assert tally.take() == []
     run.clear()
@@ -102,6 +108,22 @@ def test_the_flush_is_named_when_an_append_fills_the_run(tally: Tally) -> None:
     assert len(run) == 6
     with pytest.raises(ValueError):
         type(tally)(BOUNDS, TPS, flush_at=0)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("tally", tallies(), ids=lambda t: type(t).__module__)
+def test_a_streams_ttft_and_chunk_gaps_are_tallied(tally: Tally) -> None:
+    tally = type(tally)(BOUNDS, TPS, gap_bounds=GAPS)  # type: ignore[call-arg]
+    index: dict[tuple[object, ...], int] = {}
+    streamed = Out("chat", "m", "t", 200, "ok", 3.0, ttft=0.5, stamps=[1.0, 1.005, 1.055, 1.555])
+    tally.add_requests([streamed, Out("chat", "m", "t", 200, "ok", 0.2)], index, slot_of(index))
+    ((*_, streamed_seen, ttft_sum, ttft, gap_sum, gaps),) = tally.take()
+    assert streamed_seen is True
+    assert (ttft_sum, ttft) == (0.5, [0, 0, 1, 0, 0])  # TTFT on the latency bounds
+    assert gaps == [1, 1, 1]  # 5 ms, 50 ms, 500 ms
+    assert gap_sum == pytest.approx(0.555)
+    bad = Out("chat", "m", "t", 200, "ok", 1.0, stamps=[1.0, 2])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        tally.add_requests([bad], index, slot_of(index))
 
 
 @pytest.mark.parametrize("tally", tallies(), ids=lambda t: type(t).__module__)
@@ -180,6 +202,8 @@ outs = st.builds(
     prompt=counts,
     completion=counts,
     generation=times,
+    ttft=st.one_of(st.none(), times),
+    stamps=st.one_of(st.none(), st.lists(st.floats(min_value=0.0, max_value=1e3), max_size=6)),
 )
 attempts = st.tuples(fresh(["p/a", "p/b"]), fresh([0, 200, 503, 1000]), times)
 steps = st.lists(
@@ -233,11 +257,13 @@ def test_the_c_tally_gives_what_the_python_tally_gives(
     script: list[tuple[str, object]], flush_at: int
 ) -> None:
     assert CTally is not None
-    py = _replay(PyTally(BOUNDS, TPS, flush_at=flush_at), script)
-    c = _replay(CTally(BOUNDS, TPS, flush_at=flush_at), script)
+    py = _replay(PyTally(BOUNDS, TPS, flush_at=flush_at, gap_bounds=GAPS), script)
+    c = _replay(CTally(BOUNDS, TPS, flush_at=flush_at, gap_bounds=GAPS), script)
     assert repr(c) == repr(py)  # repr: NaN sums compare equal, floats bit for bit
     # The gateway's C Outcome: the same numbers, its fields read straight from the struct.
-    outcomes = _replay(CTally(BOUNDS, TPS, flush_at=flush_at), script, outcomes=True)
+    outcomes = _replay(
+        CTally(BOUNDS, TPS, flush_at=flush_at, gap_bounds=GAPS), script, outcomes=True
+    )
     assert repr(outcomes) == repr(py)
 
 
