@@ -469,117 +469,101 @@ static int apply(Tally *self, Slot *s, Parts *p, PyObject *flushed) {
     return 0;
 }
 
-static PyObject *add_requests(Tally *self, PyObject *args) {
-    PyObject *outcomes, *index, *miss;
-    if (!PyArg_ParseTuple(args, "OO!O", &outcomes, &PyDict_Type, &index, &miss)) {
+/* One item of a batch into its slot; -1 with an exception set. `last` carries the key a batch
+ * saw last, `flushed` collects what the runs that filled name. */
+typedef int (*AddOne)(Tally *self, PyObject *item, PyObject *index, PyObject *miss, Last *last,
+                      PyObject *flushed);
+
+static int add_request(Tally *self, PyObject *o, PyObject *index, PyObject *miss, Last *last,
+                       PyObject *flushed) {
+    PyObject *const names[5] = {s_route, s_model, s_tenant, s_status, s_reason};
+    const size_t offsets[5] = {offsetof(Outcome, route), offsetof(Outcome, model),
+                               offsetof(Outcome, tenant), offsetof(Outcome, status),
+                               offsetof(Outcome, reason)};
+    PyObject *items[5];
+    int got = 0;
+    while (got < 5 && (items[got] = outcome_attr(o, offsets[got], names[got])) != NULL) {
+        got++;
+    }
+    if (got < 5) {
+        for (int k = 0; k < got; k++) {
+            Py_DECREF(items[k]);
+        }
+        return -1;
+    }
+    Py_ssize_t at = lookup(index, miss, items, 5, last);
+    if (at < 0 && PyErr_Occurred()) {
+        return -1;
+    }
+    Parts p = {0};
+    p.latency = OUTCOME_ATTR(o, latency, s_latency);
+    int ok = p.latency != NULL && as_seconds(p.latency, &p.seconds) == 0;
+    PyObject *completion = ok ? OUTCOME_ATTR(o, completion, s_completion) : NULL;
+    ok = completion != NULL && (completion == Py_None || read_tokens(o, completion, &p) == 0);
+    Py_XDECREF(completion);
+    ok = ok && read_stream(o, &p) == 0;
+    Slot *s = ok ? slot_at(self, at) : NULL;
+    ok = s != NULL && apply(self, s, &p, flushed) == 0;
+    parts_clear(&p);
+    return ok ? 0 : -1;
+}
+
+static int add_attempt(Tally *self, PyObject *item, PyObject *index, PyObject *miss, Last *last,
+                       PyObject *flushed) {
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+        PyErr_SetString(PyExc_TypeError, "an attempt is an (endpoint, status, seconds) tuple");
+        return -1;
+    }
+    PyObject *items[2] = {Py_NewRef(PyTuple_GET_ITEM(item, 0)),
+                          Py_NewRef(PyTuple_GET_ITEM(item, 1))};
+    Py_ssize_t at = lookup(index, miss, items, 2, last);
+    if (at < 0 && PyErr_Occurred()) {
+        return -1;
+    }
+    Parts p = {0};
+    p.latency = Py_NewRef(PyTuple_GET_ITEM(item, 2));
+    int ok = as_seconds(p.latency, &p.seconds) == 0;
+    Slot *s = ok ? slot_at(self, at) : NULL;
+    ok = s != NULL && apply(self, s, &p, flushed) == 0;
+    parts_clear(&p);
+    return ok ? 0 : -1;
+}
+
+/* add_requests and add_attempts: each item of the batch through `one`; returns the flushes. */
+static PyObject *add_each(Tally *self, PyObject *args, const char *what, AddOne one) {
+    PyObject *batch, *index, *miss;
+    if (!PyArg_ParseTuple(args, "OO!O", &batch, &PyDict_Type, &index, &miss)) {
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(outcomes, "outcomes must be a sequence");
+    PyObject *seq = PySequence_Fast(batch, what);
     if (seq == NULL) {
         return NULL;
     }
     PyObject *flushed = PyList_New(0);
-    if (flushed == NULL) {
-        Py_DECREF(seq);
-        return NULL;
-    }
     Last last = {NULL, -1};
-    /* The size is read afresh each time: miss() is Python code. */
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
-        Py_INCREF(o);
-        Parts p = {0};
-        PyObject *const names[5] = {s_route, s_model, s_tenant, s_status, s_reason};
-        const size_t offsets[5] = {offsetof(Outcome, route), offsetof(Outcome, model),
-                                   offsetof(Outcome, tenant), offsetof(Outcome, status),
-                                   offsetof(Outcome, reason)};
-        PyObject *items[5];
-        int got = 0;
-        while (got < 5 && (items[got] = outcome_attr(o, offsets[got], names[got])) != NULL) {
-            got++;
-        }
-        int ok = got == 5;
-        if (!ok) {
-            for (int k = 0; k < got; k++) {
-                Py_DECREF(items[k]);
-            }
-        }
-        Py_ssize_t at = ok ? lookup(index, miss, items, 5, &last) : -1;
-        ok = at >= 0 || !PyErr_Occurred();
-        if (ok) {
-            p.latency = OUTCOME_ATTR(o, latency, s_latency);
-            ok = p.latency != NULL && as_seconds(p.latency, &p.seconds) == 0;
-        }
-        PyObject *completion = ok ? OUTCOME_ATTR(o, completion, s_completion) : NULL;
-        if (ok) {
-            ok = completion != NULL && (completion == Py_None || read_tokens(o, completion, &p) == 0);
-        }
-        Py_XDECREF(completion);
-        ok = ok && read_stream(o, &p) == 0;
-        Slot *s = ok ? slot_at(self, at) : NULL;
-        ok = s != NULL && apply(self, s, &p, flushed) == 0;
-        parts_clear(&p);
-        Py_DECREF(o);
-        if (!ok) {
-            Py_XDECREF(last.key);
-            Py_DECREF(flushed);
-            Py_DECREF(seq);
-            return NULL;
-        }
+    int ok = flushed != NULL;
+    /* The size and the item are read afresh each time, and the item is held: miss() and a
+     * conversion may run Python code, which could change the batch. */
+    for (Py_ssize_t i = 0; ok && i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        ok = one(self, item, index, miss, &last, flushed) == 0;
+        Py_DECREF(item);
     }
     Py_XDECREF(last.key);
     Py_DECREF(seq);
+    if (!ok) {
+        Py_XDECREF(flushed);
+        return NULL;
+    }
     return flushed;
 }
 
+static PyObject *add_requests(Tally *self, PyObject *args) {
+    return add_each(self, args, "outcomes must be a sequence", add_request);
+}
+
 static PyObject *add_attempts(Tally *self, PyObject *args) {
-    PyObject *attempts, *index, *miss;
-    if (!PyArg_ParseTuple(args, "OO!O", &attempts, &PyDict_Type, &index, &miss)) {
-        return NULL;
-    }
-    PyObject *seq = PySequence_Fast(attempts, "attempts must be a sequence");
-    if (seq == NULL) {
-        return NULL;
-    }
-    PyObject *flushed = PyList_New(0);
-    if (flushed == NULL) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    Last last = {NULL, -1};
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
-            PyErr_SetString(PyExc_TypeError, "an attempt is an (endpoint, status, seconds) tuple");
-            Py_XDECREF(last.key);
-            Py_DECREF(flushed);
-            Py_DECREF(seq);
-            return NULL;
-        }
-        Py_INCREF(item);
-        Parts p = {0};
-        PyObject *items[2] = {Py_NewRef(PyTuple_GET_ITEM(item, 0)),
-                              Py_NewRef(PyTuple_GET_ITEM(item, 1))};
-        Py_ssize_t at = lookup(index, miss, items, 2, &last);
-        int ok = at >= 0 || !PyErr_Occurred();
-        if (ok) {
-            p.latency = PyTuple_GET_ITEM(item, 2);
-            Py_INCREF(p.latency);
-            ok = as_seconds(p.latency, &p.seconds) == 0;
-        }
-        Slot *s = ok ? slot_at(self, at) : NULL;
-        ok = s != NULL && apply(self, s, &p, flushed) == 0;
-        parts_clear(&p);
-        Py_DECREF(item);
-        if (!ok) {
-            Py_XDECREF(last.key);
-            Py_DECREF(flushed);
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
-    Py_DECREF(seq);
-    return flushed;
+    return add_each(self, args, "attempts must be a sequence", add_attempt);
 }
 
 static PyObject *bind(Tally *self, PyObject *args) {
