@@ -213,6 +213,39 @@ static PyObject *s_request_id, *s_tenant, *s_route, *s_model, *s_endpoint, *s_st
         if (rc_ < 0) goto fail;                       \
     } while (0)
 
+/* The fields a line's labels fill, in order: tenant, route, model, endpoint, status, reason. */
+static PyObject **const label_names[6] = {&s_tenant, &s_route, &s_model,
+                                          &s_endpoint, &s_status, &s_reason};
+static const size_t label_offsets[6] = {offsetof(Outcome, tenant),   offsetof(Outcome, route),
+                                        offsetof(Outcome, model),    offsetof(Outcome, endpoint),
+                                        offsetof(Outcome, status),   offsetof(Outcome, reason)};
+
+/* `,"tenant":...,"reason":...` from the six label values; a model outside `models` is `other`. */
+static int write_labels(Buf *b, PyObject **labels, PyObject *models, PyObject *other) {
+    if (PUT_LIT(b, ",\"tenant\":") < 0 || put_str(b, labels[0]) < 0 ||
+        PUT_LIT(b, ",\"route\":") < 0 || put_str(b, labels[1]) < 0 ||
+        PUT_LIT(b, ",\"model\":") < 0) {
+        return -1;
+    }
+    PyObject *model = labels[2];
+    if (model == Py_None) {
+        if (PUT_LIT(b, "null") < 0) {
+            return -1;
+        }
+    } else {
+        int known = PySet_Contains(models, model);
+        if (known < 0 || put_str(b, known ? model : other) < 0) {
+            return -1;
+        }
+    }
+    if (PUT_LIT(b, ",\"endpoint\":") < 0 || put_str(b, labels[3]) < 0 ||
+        PUT_LIT(b, ",\"status\":") < 0 || put_int(b, labels[4]) < 0 ||
+        PUT_LIT(b, ",\"reason\":") < 0 || put_str(b, labels[5]) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *format_lines(PyObject *self, PyObject *args) {
     const char *ts;
     Py_ssize_t ts_len;
@@ -236,6 +269,8 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
         return NULL;
     }
     PyObject *o = NULL;
+    PyObject *previous[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    Py_ssize_t fragment_at = -1, fragment_len = 0;
     /* The size and the item are read afresh each time, and the item is held: attribute
      * getters and the decisions callback run Python code, which could change the list. */
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
@@ -243,28 +278,40 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
         Py_INCREF(o);
         if (PUT_LIT(&b, "{\"ts\":") < 0 || put(&b, ts, ts_len) < 0) goto fail;
         FIELD(",\"request_id\":", request_id, put_str);
-        FIELD(",\"tenant\":", tenant, put_str);
-        FIELD(",\"route\":", route, put_str);
         {
-            PyObject *model = OUTCOME_ATTR(o, model, s_model);
-            if (model == NULL) goto fail;
-            int rc = PUT_LIT(&b, ",\"model\":");
-            if (rc == 0 && model != Py_None) {
-                int known = PySet_Contains(models, model);
-                if (known < 0) {
-                    Py_DECREF(model);
-                    goto fail;
-                }
-                rc = put_str(&b, known ? model : other);
-            } else if (rc == 0) {
-                rc = PUT_LIT(&b, "null");
+            /* The labels: a run of lines with equal ones (the usual batch) copies the text the
+             * first of them wrote. */
+            PyObject *labels[6];
+            int got = 0;
+            while (got < 6 && (labels[got] = outcome_attr(o, label_offsets[got],
+                                                          *label_names[got])) != NULL) {
+                got++;
             }
-            Py_DECREF(model);
+            int rc = got == 6 ? 0 : -1;
+            int same = rc == 0 && fragment_at >= 0;
+            for (int k = 0; same && k < 6; k++) {
+                same = same_item(labels[k], previous[k]);
+            }
+            if (same) {
+                rc = buf_reserve(&b, fragment_len);
+                if (rc == 0) { /* reserved first: the copy's source cannot move under it */
+                    memcpy(b.data + b.size, b.data + fragment_at, (size_t)fragment_len);
+                    b.size += fragment_len;
+                }
+            } else if (rc == 0) {
+                Py_ssize_t start = b.size;
+                rc = write_labels(&b, labels, models, other);
+                fragment_at = rc == 0 ? start : -1;
+                fragment_len = b.size - start;
+                for (int k = 0; k < 6; k++) {
+                    Py_XSETREF(previous[k], Py_NewRef(labels[k]));
+                }
+            }
+            for (int k = 0; k < got; k++) {
+                Py_DECREF(labels[k]);
+            }
             if (rc < 0) goto fail;
         }
-        FIELD(",\"endpoint\":", endpoint, put_str);
-        FIELD(",\"status\":", status, put_int);
-        FIELD(",\"reason\":", reason, put_str);
         FIELD(",\"latency_ms\":", latency, put_ms);
         FIELD(",\"ttft_ms\":", ttft, put_ms);
         FIELD(",\"prompt_tokens\":", prompt, put_int);
@@ -328,12 +375,18 @@ static PyObject *format_lines(PyObject *self, PyObject *args) {
         Py_CLEAR(o);
     }
     Py_DECREF(seq);
+    for (int k = 0; k < 6; k++) {
+        Py_XDECREF(previous[k]);
+    }
     PyObject *result = PyBytes_FromStringAndSize(b.data ? b.data : "", b.size);
     PyMem_Free(b.data);
     return result;
 fail:
     Py_XDECREF(o);
     Py_DECREF(seq);
+    for (int k = 0; k < 6; k++) {
+        Py_XDECREF(previous[k]);
+    }
     PyMem_Free(b.data);
     return NULL;
 }

@@ -3,6 +3,7 @@
 #define HEADWAY_SPEEDUPS_H
 #include <Python.h>
 #include <stddef.h>
+#include <string.h>
 
 /* One API request's outcome (_speedups_outcome.c): the C twin of the gateway's
  * PyObservation, whose fields the C readers below take straight from the struct. */
@@ -28,6 +29,27 @@ static inline PyObject *outcome_attr(PyObject *o, size_t offset, PyObject *name)
     return PyObject_GetAttr(o, name);
 }
 #define OUTCOME_ATTR(o, field, name) outcome_attr((o), offsetof(Outcome, field), (name))
+
+/* Whether a and b are equal for certain, without running Python code: the same object, or
+ * exact str or int of the same value (which a dict finds equal, and which print the same). */
+static inline int same_item(PyObject *a, PyObject *b) {
+    if (a == b) {
+        return 1;
+    }
+    if (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+        int kind = PyUnicode_KIND(a);
+        return n == PyUnicode_GET_LENGTH(b) && kind == PyUnicode_KIND(b) &&
+               memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * (size_t)kind) == 0;
+    }
+    if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
+        int overflow_a, overflow_b;
+        long long x = PyLong_AsLongLongAndOverflow(a, &overflow_a);
+        long long y = PyLong_AsLongLongAndOverflow(b, &overflow_b);
+        return !overflow_a && !overflow_b && x == y;
+    }
+    return 0;
+}
 
 /* Add the Tally (_speedups_tally.c) and Outcome types to the module; -1 with an exception. */
 int tally_add_type(PyObject *module);

@@ -193,27 +193,6 @@ static Py_ssize_t slot_index(PyObject *index, PyObject *miss, PyObject *key) {
     return i;
 }
 
-/* Whether a and b are equal key items for certain, without running Python code: the same
- * object, or exact str or int of the same value (which a dict finds equal too). */
-static int same_item(PyObject *a, PyObject *b) {
-    if (a == b) {
-        return 1;
-    }
-    if (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b)) {
-        Py_ssize_t n = PyUnicode_GET_LENGTH(a);
-        int kind = PyUnicode_KIND(a);
-        return n == PyUnicode_GET_LENGTH(b) && kind == PyUnicode_KIND(b) &&
-               memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * (size_t)kind) == 0;
-    }
-    if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
-        int overflow_a, overflow_b;
-        long long x = PyLong_AsLongLongAndOverflow(a, &overflow_a);
-        long long y = PyLong_AsLongLongAndOverflow(b, &overflow_b);
-        return !overflow_a && !overflow_b && x == y;
-    }
-    return 0;
-}
-
 /* The key a batch saw last and its slot: a run of requests with the same labels (the common
  * case: one model, one tenant, all ok) skips the key tuple and the dict. miss() must give
  * equal keys the same slot, which a caller's dict of slots does by construction. */

@@ -252,3 +252,30 @@ def test_c_stream_gaps_equal_the_python_gaps(stamps: list[float]) -> None:
     assert repr(c_total) == repr(metrics._python_add_gaps(py_counts, bounds, stamps))
     assert c_counts == py_counts
     assert sum(c_counts) == max(len(stamps) - 1, 0)
+
+
+def _fresh(value: str | None) -> str | None:
+    """An equal but distinct str (a model name parsed per request is a new object)."""
+    return None if value is None else "".join(list(value))
+
+
+few = st.sampled_from(["gpt-4o", "acme", None, 'x"y']).map(_fresh) | st.sampled_from(
+    ["gpt-4o", "acme"]
+)
+alike = st.builds(
+    Rec, few, few, few, few, few, st.sampled_from([200, 200, 503, 1000]), few, seconds,
+    st.one_of(st.none(), seconds), tokens, tokens, st.booleans(), attributes, st.none(),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(alike, min_size=1, max_size=12))
+def test_c_lines_for_runs_of_equal_labels_equal_the_python_lines(recs: list[Rec]) -> None:
+    """Lines whose labels equal the line before's copy its text: the same bytes, whatever
+    object holds each label (equal strings, distinct objects; Outcomes or records)."""
+    assert C_FORMAT is not None
+    ts = orjson.dumps(TS, option=orjson.OPT_UTC_Z)
+    expected = accesslog._lines(TS, recs, MODELS)
+    assert C_FORMAT(ts, recs, MODELS, OTHER, decision_reasons) == expected
+    outcomes = [as_outcome(r) for r in recs]
+    assert C_FORMAT(ts, outcomes, MODELS, OTHER, decision_reasons) == expected
