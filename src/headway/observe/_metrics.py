@@ -452,6 +452,12 @@ class GatewayMetrics:
         self._upstream_index[(endpoint, status)] = series.slot
         return series.slot
 
+    def stream_gaps(self, model: str | None, stamps: list[float]) -> None:
+        """The gaps between consecutive ``stamps`` (a long stream's chunk arrivals so far)
+        into its model's inter-token histogram now, instead of with its outcome."""
+        gaps = self.inter_token.series((self._models(model),))
+        gaps.sum += _add_gaps(gaps.counts, gaps.bounds, stamps)
+
     def stream(self, model: str | None, started: float) -> StreamTimer:
         """Timing for one streamed answer that began (request parsed) at ``started``."""
         pair = self._stream_series.get(model)

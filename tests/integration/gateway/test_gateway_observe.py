@@ -221,3 +221,33 @@ async def test_access_log_to_a_buffered_stream(caplog: pytest.LogCaptureFixture)
     assert len(lines) == 9
     assert all(set(line) == ACCESS_FIELDS for line in lines)
     assert _access_lines(caplog) == []  # the stream replaces the logger
+
+
+async def test_a_long_streams_gaps_are_handed_over_as_it_goes_and_all_counted(
+    start_gateway: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream holds at most STREAM_STAMPS_HELD chunk arrival times; past that it hands the
+    gaps so far to the metrics. None is lost or counted twice: the gaps sum to the decode time
+    (first to last chunk) that tokens/s divides the completion tokens by."""
+    from headway.gateway import _app
+
+    monkeypatch.setattr(_app, "STREAM_STAMPS_HELD", 2)  # hand over at every chunk
+    gw: Running = await start_gateway(make_config(observe=OBSERVE_ON))
+    stream = await gw.client("sk-pro").chat.completions.create(
+        model="sim-small",
+        messages=MESSAGES,
+        max_tokens=24,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    completion = 0
+    async for chunk in stream:
+        if chunk.usage is not None:
+            completion = chunk.usage.completion_tokens
+    assert completion > 1
+    samples = _samples((await _get(f"{gw.admin_url}/metrics"))[2])
+    gaps = _value(samples["headway_inter_token_seconds_count"], model="sim-small")
+    gap_sum = _value(samples["headway_inter_token_seconds_sum"], model="sim-small")
+    tps = _value(samples["headway_output_tokens_per_second_sum"], model="sim-small")
+    assert gaps >= 2  # more than one hand-over's worth
+    assert gap_sum == pytest.approx(completion / tps, rel=1e-6)
