@@ -336,18 +336,34 @@ static int read_stream(PyObject *o, Parts *p) {
 }
 
 /* prompt, completion and generation of a request that reported usage (completion not None). */
+/* An int subclass as an exact int, so that adding it to a total runs no Python code (apply
+ * may not: Python code could grow the slot array under it). */
+static int exact_int(PyObject **value) {
+    if (*value == Py_None || PyLong_CheckExact(*value)) {
+        return 0;
+    }
+    PyObject *exact = PyNumber_Index(*value); /* an int subclass: a copy, no __index__ call */
+    if (exact == NULL) {
+        return -1;
+    }
+    Py_SETREF(*value, exact);
+    return 0;
+}
+
 static int read_tokens(PyObject *o, PyObject *completion, Parts *p) {
     p->has_tokens = 1;
     Py_INCREF(completion);
     p->completion_obj = completion;
-    if (as_count(completion, &p->completion, &p->completion_over) < 0) {
+    if (as_count(completion, &p->completion, &p->completion_over) < 0 ||
+        exact_int(&p->completion_obj) < 0) {
         return -1;
     }
     p->prompt_obj = OUTCOME_ATTR(o, prompt, s_prompt);
     if (p->prompt_obj == NULL) {
         return -1;
     }
-    if (p->prompt_obj != Py_None && as_count(p->prompt_obj, &p->prompt, &p->prompt_over) < 0) {
+    if (p->prompt_obj != Py_None && (as_count(p->prompt_obj, &p->prompt, &p->prompt_over) < 0 ||
+                                     exact_int(&p->prompt_obj) < 0)) {
         return -1;
     }
     if (p->completion <= 0 && !p->completion_over) {

@@ -155,10 +155,10 @@ class PyTally:
             seconds = _seconds(latency)
             completion = o.completion
             if completion is not None:
-                _int(completion)
+                completion = _int(completion)
                 prompt = o.prompt
                 if prompt is not None:
-                    _int(prompt)
+                    prompt = _int(prompt)
                 rate = None
                 if completion > 0:
                     generation = o.generation
@@ -266,10 +266,12 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
-def _int(value: object) -> None:
-    """Token counts are ints (bool included), as in the C tally."""
+def _int(value: object) -> int:
+    """A token count as an exact int (bool and int subclasses included, as in the C tally,
+    where adding one to a total must run no Python code)."""
     if not isinstance(value, int):
         raise TypeError(f"a token count must be an int, not {type(value).__name__}")
+    return operator.index(value)
 
 
 #: The tally GatewayMetrics uses: the C one when it was built (see setup.py).

@@ -299,3 +299,24 @@ def test_metrics_read_the_same_through_either_tally(monkeypatch: pytest.MonkeyPa
     assert ("headway_upstream_requests_total", {"endpoint": "other", "status": "0"}, 1.0) in py
     if CTally is not None:
         assert exported(CTally) == py
+
+
+class _Sneaky(int):
+    """An int whose arithmetic is Python code (which the C tally must not run mid-update)."""
+
+    def __add__(self, other: object) -> int:
+        raise RuntimeError("Python code ran")
+
+    __radd__ = __add__
+
+
+@pytest.mark.parametrize("tally", tallies(), ids=lambda t: type(t).__module__)
+def test_token_counts_of_an_int_subclass_are_added_as_plain_ints(tally: Tally) -> None:
+    index: dict[tuple[object, ...], int] = {}
+    for value in (_Sneaky(7), _Sneaky(2**63 + 5)):  # in 64 bits, and past them
+        out = Out("chat", "m", "t", 200, "ok", 1.0, value, value, 1.0)
+        tally.add_requests([out, out], index, slot_of(index))
+        (row,) = tally.take()
+        prompt, completion = row[5], row[6]
+        assert prompt == completion == 2 * int(value)
+        assert type(prompt) is int
