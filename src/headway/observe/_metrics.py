@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import pairwise
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -242,8 +242,6 @@ class GatewayMetrics:
         # The tallies' slots by raw (allowed) label values: one lookup per request. Raw values
         # that were allowed may not be any more.
         self._request_index: dict[tuple[str, str | None, str | None, int, str], int] = {}
-        # A streamed model's TTFT and gap series, likewise.
-        self._stream_series: dict[str | None, tuple[HistogramSeries, HistogramSeries]] = {}
         if models is not None:
             self._models = AllowList(models)
             self._model_map = self._models.mapping
@@ -259,21 +257,13 @@ class GatewayMetrics:
         self._roll_at = min(self._roll_at, sketch.roll(self._clock.now()))
         return sketch
 
+    def _all_sketches(self) -> Iterator[SlidingSketch]:
+        yield from self._sketches.values()
+        yield from self._endpoint_sketches.values()
+
     def _roll(self, now: float) -> None:
         """Every sketch whose slice ended by ``now`` folds and starts the current one."""
-        until = math.inf
-        for sketches in (self._sketches, self._endpoint_sketches):
-            for sketch in sketches.values():
-                until = min(until, sketch.roll(now))
-        self._roll_at = until
-
-    def _fold_full(self) -> None:
-        """After a batch cut short: fold every sketch holding a full batch or more, so none
-        grows past what the tally would have asked to fold."""
-        for sketches in (self._sketches, self._endpoint_sketches):
-            for sketch in sketches.values():
-                if len(sketch.pending) >= SKETCH_BATCH:
-                    sketch.fold()
+        self._roll_at = min((sketch.roll(now) for sketch in self._all_sketches()), default=math.inf)
 
     # -- the data path ---------------------------------------------------------------------
 
@@ -312,14 +302,28 @@ class GatewayMetrics:
         """Many answered requests at once (the gateway records a batch per loop turn), tallied
         per series (``_tally``: in C when built) and added to the series when they are read;
         latencies go to their model's sketch now."""
+        self._tally(
+            self._requests_tally.add_requests, outcomes, self._request_index, self._request_slot
+        )
+
+    def _tally(
+        self,
+        add: Callable[[Any, dict[Any, int], Callable[..., int]], list[SlidingSketch]],
+        batch: Sequence[Any],
+        index: dict[Any, int],
+        miss: Callable[..., int],
+    ) -> None:
+        """One batch into a tally: the sketches roll first if a slice ended (so the batch's
+        latencies land in the slice they belong to), and each sketch the tally names as full
+        folds; after a batch cut short, every full sketch folds."""
         if self._clock.now() >= self._roll_at:
             self._roll(self._clock.now())
         try:
-            full = self._requests_tally.add_requests(
-                outcomes, self._request_index, self._request_slot
-            )
+            full = add(batch, index, miss)
         except BaseException:
-            self._fold_full()
+            for sketch in self._all_sketches():
+                if len(sketch.pending) >= SKETCH_BATCH:
+                    sketch.fold()
             raise
         for sketch in full:
             sketch.fold()
@@ -420,17 +424,9 @@ class GatewayMetrics:
     def record_attempts(self, attempts: Sequence[tuple[str, int, float]]) -> None:
         """Many upstream attempts at once, each ``(endpoint, status, seconds)`` (the gateway
         records a batch per loop turn), tallied like requests (see ``record_requests``)."""
-        if self._clock.now() >= self._roll_at:
-            self._roll(self._clock.now())
-        try:
-            full = self._attempts_tally.add_attempts(
-                attempts, self._upstream_index, self._upstream_slot
-            )
-        except BaseException:
-            self._fold_full()
-            raise
-        for sketch in full:
-            sketch.fold()
+        self._tally(
+            self._attempts_tally.add_attempts, attempts, self._upstream_index, self._upstream_slot
+        )
 
     def _upstream_slot(self, endpoint: str, status: int) -> int:
         """The tally slot of an attempt's endpoint and status, the first time they are seen.
@@ -455,18 +451,15 @@ class GatewayMetrics:
     def stream_gaps(self, model: str | None, stamps: list[float]) -> None:
         """The gaps between consecutive ``stamps`` (a long stream's chunk arrivals so far)
         into its model's inter-token histogram now, instead of with its outcome."""
-        gaps = self.inter_token.series((self._models(model),))
-        gaps.sum += _add_gaps(gaps.counts, gaps.bounds, stamps)
+        _observe_gaps(self.inter_token.series((self._models(model),)), stamps)
 
     def stream(self, model: str | None, started: float) -> StreamTimer:
-        """Timing for one streamed answer that began (request parsed) at ``started``."""
-        pair = self._stream_series.get(model)
-        if pair is None:
-            label = self._models(model)
-            pair = (self.ttft.series((label,)), self.inter_token.series((label,)))
-            if label == model:  # only allowed raw values are remembered (bounded)
-                self._stream_series[model] = pair
-        return StreamTimer(self._clock, started, pair)
+        """Timing for one streamed answer that began (request parsed) at ``started``, for
+        callers outside the gateway (whose relay hands its chunk times to the recorder)."""
+        label = (self._models(model),)
+        return StreamTimer(
+            self._clock, started, self.ttft.series(label), self.inter_token.series(label)
+        )
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -497,40 +490,28 @@ class GatewayMetrics:
 
 
 class StreamTimer:
-    """Per-stream TTFT and chunk gaps. :meth:`first_chunk` observes TTFT at once; after it a
-    chunk costs one clock read and one list append (``stamps.append(clock.now())``, which the
-    relay inlines), and :meth:`done` puts every gap into the histogram in one pass when the
-    stream ends: a stream relays tens of chunks, and a histogram observe per chunk cost more
-    than the rest of its observability together."""
+    """Per-stream TTFT and chunk gaps: the first chunk observes TTFT at once, the others only
+    note when they came, and :meth:`done` puts every gap into the histogram in one pass."""
 
-    __slots__ = ("_clock", "_recorded", "_series", "stamps", "started")
+    __slots__ = ("_clock", "_gap", "_recorded", "_ttft", "stamps", "started")
 
     def __init__(
-        self, clock: Clock, started: float, series: tuple[HistogramSeries, HistogramSeries]
+        self, clock: Clock, started: float, ttft: HistogramSeries, gap: HistogramSeries
     ) -> None:
         self._clock = clock
-        self._series = series  # (TTFT, gaps)
+        self._ttft = ttft
+        self._gap = gap
         self.started = started
         #: When each chunk arrived, on the clock's scale.
         self.stamps: list[float] = []
         self._recorded = 1  # the first stamp whose gap to the one before is not counted
 
-    def first_chunk(self) -> float:
-        """The first chunk arrived now: observes and returns its TTFT."""
-        now = self._clock.now()
-        self.stamps.append(now)
-        ttft = now - self.started
-        histogram = self._series[0]
-        histogram.counts[bisect_left(histogram.bounds, ttft)] += 1
-        histogram.sum += ttft
-        return ttft
-
     def chunk(self) -> None:
-        """A chunk arrived now (the first one's TTFT is observed at once)."""
-        if self.stamps:
-            self.stamps.append(self._clock.now())
-        else:
-            self.first_chunk()
+        """A chunk arrived now."""
+        stamps = self.stamps
+        stamps.append(self._clock.now())
+        if len(stamps) == 1:
+            self._ttft.observe(stamps[0] - self.started)
 
     def done(self) -> float:
         """Put the gaps between the chunks seen so far into the histogram (each gap once, even
@@ -538,12 +519,9 @@ class StreamTimer:
         stamps = self.stamps
         after = self._recorded
         if len(stamps) > after:
-            gaps = self._series[1]
-            gaps.sum += _add_gaps(
-                gaps.counts, gaps.bounds, stamps if after == 1 else stamps[after - 1 :]
-            )
+            _observe_gaps(self._gap, stamps if after == 1 else stamps[after - 1 :])
             self._recorded = len(stamps)
-        return stamps[-1] - stamps[0] if stamps else 0.0
+        return self.generation_seconds
 
     @property
     def first(self) -> float | None:
@@ -558,6 +536,11 @@ class StreamTimer:
         """First to last chunk: the decode time that output tokens per second divides by."""
         stamps = self.stamps
         return stamps[-1] - stamps[0] if stamps else 0.0
+
+
+def _observe_gaps(series: HistogramSeries, stamps: list[float]) -> None:
+    """Each gap between consecutive ``stamps`` into ``series``."""
+    series.sum += _add_gaps(series.counts, series.bounds, stamps)
 
 
 def _python_add_gaps(counts: list[int], bounds: tuple[float, ...], stamps: list[float]) -> float:
