@@ -465,6 +465,24 @@ def start_headway(up: Upstream, workdir: Path) -> Running:
     )
 
 
+def start_upstream(workdir: Path) -> tuple[Upstream, Server]:
+    """The canned upstream every contender proxies (nginx on the load core: JSON on one port,
+    the SSE stream on the other), listening."""
+    up = Upstream(free_port(), free_port())
+    conf = render(
+        "upstream.nginx.conf",
+        JSON_PORT=up.json_port,
+        SSE_PORT=up.sse_port,
+        CHUNKS=CHUNKS,
+        JSON_BODY=JSON_BODY,
+        SSE_BODY=SSE_BODY.replace("\n", "\\n"),
+        DIR="@@DIR@@",
+    )
+    upstream = start_nginx("upstream", conf, LOAD_CPU, workdir)
+    _await_port(upstream, up.sse_port, 10)
+    return up, upstream
+
+
 def _await_port(server: Server, port: int, timeout: float) -> None:
     if not wait_listening(port, server.proc, timeout):
         reason = "exited" if server.proc.poll() is not None else f"not listening after {timeout}s"
@@ -742,19 +760,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="headway-bench-") as tmp:
         workdir = Path(tmp)
-        up = Upstream(free_port(), free_port())
-        conf = render(
-            "upstream.nginx.conf",
-            JSON_PORT=up.json_port,
-            SSE_PORT=up.sse_port,
-            CHUNKS=CHUNKS,
-            JSON_BODY=JSON_BODY,
-            SSE_BODY=SSE_BODY.replace("\n", "\\n"),
-            DIR="@@DIR@@",
-        )
-        upstream = start_nginx("upstream", conf, LOAD_CPU, workdir)
+        up, upstream = start_upstream(workdir)
         try:
-            _await_port(upstream, up.sse_port, 10)
             for name in [n for n in CONTENDERS if n in names]:
                 print(f"{name}: measuring...", file=sys.stderr, flush=True)
                 row = measure(name, up, workdir, seconds, warmup, args.connections)

@@ -190,19 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, int, Counted, Counted]] = []
     with tempfile.TemporaryDirectory(prefix="headway-instr-") as tmp:
         workdir = Path(tmp)
-        up = g.Upstream(g.free_port(), g.free_port())
-        conf = g.render(
-            "upstream.nginx.conf",
-            JSON_PORT=up.json_port,
-            SSE_PORT=up.sse_port,
-            CHUNKS=g.CHUNKS,
-            JSON_BODY=g.JSON_BODY,
-            SSE_BODY=g.SSE_BODY.replace("\n", "\\n"),
-            DIR="@@DIR@@",
-        )
-        upstream = g.start_nginx("upstream", conf, g.LOAD_CPU, workdir)
+        up, upstream = g.start_upstream(workdir)
         try:
-            g._await_port(upstream, up.sse_port, 10)
             for shape in shapes:
                 for conns in connections:
                     off, on = (

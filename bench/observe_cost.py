@@ -107,21 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with tempfile.TemporaryDirectory(prefix="headway-observe-cost-") as tmp:
         workdir = Path(tmp)
-        up = g.Upstream(g.free_port(), g.free_port())
-        conf = g.render(
-            "upstream.nginx.conf",
-            JSON_PORT=up.json_port,
-            SSE_PORT=up.sse_port,
-            CHUNKS=g.CHUNKS,
-            JSON_BODY=g.JSON_BODY,
-            SSE_BODY=g.SSE_BODY.replace("\n", "\\n"),
-            DIR="@@DIR@@",
-        )
         servers: list[g.Server] = []
         try:
-            upstream = g.start_nginx("upstream", conf, g.LOAD_CPU, workdir)
+            up, upstream = g.start_upstream(workdir)
             servers.append(upstream)
-            g._await_port(upstream, up.sse_port, 10)
             off, off_plain, off_stream = start(up, workdir, observe=False)
             servers.append(off)
             on, on_plain, on_stream = start(up, workdir, observe=True)
