@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import orjson
 import pytest
+from observe_records import Done
 from prometheus_client.parser import text_string_to_metric_families
 
 from headway.core import ManualClock
@@ -15,27 +14,6 @@ from headway.observe import AccessLog, GatewayMetrics, SlidingSketch
 from headway.observe._window import BATCH as SKETCH_BATCH
 
 WALL = 1_700_000_000.25
-
-
-@dataclass
-class Done:
-    """An Outcome as the gateway's Observation carries it."""
-
-    route: str
-    model: str | None
-    tenant: str | None
-    status: int
-    reason: str
-    latency: float
-    prompt: int | None = None
-    completion: int | None = None
-    generation: float = 0.0
-    endpoint: str | None = None
-    ttft: float | None = None
-    stream: bool = False
-    request_id: str | None = None
-    attributes: Mapping[str, object] | None = field(default_factory=dict)
-    trace_id: str | None = None
 
 
 MIXED = [

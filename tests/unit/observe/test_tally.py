@@ -4,11 +4,11 @@ Python reference gives (same slots, counts, buckets, sums bit for bit, runs, flu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from observe_records import Done
 
 from headway.observe._tally import MAX_SLOTS, PyTally, Tally
 
@@ -19,21 +19,6 @@ except ImportError:  # pragma: no cover - checked below
 
 BOUNDS = (0.01, 0.1, 1.0, 10.0)
 TPS = (5.0, 50.0)
-
-
-@dataclass
-class Out:
-    route: str
-    model: str | None
-    tenant: str | None
-    status: int
-    reason: str
-    latency: float
-    prompt: int | None = None
-    completion: int | None = None
-    generation: float = 0.0
-    ttft: float | None = None
-    stamps: list[float] | None = None
 
 
 GAPS = (0.01, 0.1)
@@ -60,9 +45,9 @@ def test_a_batch_is_counted_into_its_slots_and_take_zeroes_them(tally: Tally) ->
     run: list[float] = []
     tally.bind(0, run, "flush-0")
     batch = [
-        Out("chat", "m", "t", 200, "ok", 0.05, prompt=10, completion=20, generation=0.5),
-        Out("chat", "m", "t", 200, "ok", 2.0, prompt=5, completion=0, generation=1.0),
-        Out("chat", "m", "t", 503, "shed", 0.001),
+        Done("chat", "m", "t", 200, "ok", 0.05, prompt=10, completion=20, generation=0.5),
+        Done("chat", "m", "t", 200, "ok", 2.0, prompt=5, completion=0, generation=1.0),
+        Done("chat", "m", "t", 503, "shed", 0.001),
     ]
     assert tally.add_requests(batch, index, slot_of(index)) == ["flush-0"]
     assert run == [0.05, 2.0]  # slot 1 was never bound: its latencies go to no sketch
@@ -99,7 +84,7 @@ def test_the_flush_is_named_when_an_append_fills_the_run(tally: Tally) -> None:
     index: dict[tuple[object, ...], int] = {}
     run: list[float] = []
     tally.bind(0, run, "full")
-    one = [Out("chat", "m", "t", 200, "ok", 0.5)]
+    one = [Done("chat", "m", "t", 200, "ok", 0.5)]
     assert [tally.add_requests(one * 2, index, slot_of(index)) for _ in range(3)] == [
         [],
         ["full"],  # the third value
@@ -114,14 +99,14 @@ def test_the_flush_is_named_when_an_append_fills_the_run(tally: Tally) -> None:
 def test_a_streams_ttft_and_chunk_gaps_are_tallied(tally: Tally) -> None:
     tally = type(tally)(BOUNDS, TPS, gap_bounds=GAPS)  # type: ignore[call-arg]
     index: dict[tuple[object, ...], int] = {}
-    streamed = Out("chat", "m", "t", 200, "ok", 3.0, ttft=0.5, stamps=[1.0, 1.005, 1.055, 1.555])
-    tally.add_requests([streamed, Out("chat", "m", "t", 200, "ok", 0.2)], index, slot_of(index))
+    streamed = Done("chat", "m", "t", 200, "ok", 3.0, ttft=0.5, stamps=[1.0, 1.005, 1.055, 1.555])
+    tally.add_requests([streamed, Done("chat", "m", "t", 200, "ok", 0.2)], index, slot_of(index))
     ((*_, streamed_seen, ttft_sum, ttft, gap_sum, gaps),) = tally.take()
     assert streamed_seen is True
     assert (ttft_sum, ttft) == (0.5, [0, 0, 1, 0, 0])  # TTFT on the latency bounds
     assert gaps == [1, 1, 1]  # 5 ms, 50 ms, 500 ms
     assert gap_sum == pytest.approx(0.555)
-    bad = Out("chat", "m", "t", 200, "ok", 1.0, stamps=[1.0, 2])  # type: ignore[list-item]
+    bad = Done("chat", "m", "t", 200, "ok", 1.0, stamps=[1.0, 2])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         tally.add_requests([bad], index, slot_of(index))
 
@@ -130,7 +115,7 @@ def test_a_streams_ttft_and_chunk_gaps_are_tallied(tally: Tally) -> None:
 def test_token_totals_past_64_bits_stay_exact(tally: Tally) -> None:
     index: dict[tuple[object, ...], int] = {}
     big = 2**63 - 1
-    batch = [Out("chat", "m", "t", 200, "ok", 1.0, prompt=big, completion=big, generation=1.0)] * 3
+    batch = [Done("chat", "m", "t", 200, "ok", 1.0, prompt=big, completion=big, generation=1.0)] * 3
     tally.add_requests(batch, index, slot_of(index))
     (row,) = tally.take()
     assert row[5] == row[6] == 3 * big
@@ -141,22 +126,22 @@ def test_bad_values_and_slots_are_refused(tally: Tally) -> None:
     index: dict[tuple[object, ...], int] = {}
     with pytest.raises(TypeError):
         tally.add_requests(
-            [Out("chat", "m", "t", 200, "ok", 1.0, completion=1.5)],  # type: ignore[arg-type]
+            [Done("chat", "m", "t", 200, "ok", 1.0, completion=1.5)],  # type: ignore[arg-type]
             index,
             slot_of(index),
         )
     with pytest.raises(TypeError):
         tally.add_requests(
-            [Out("chat", "m", "t", 200, "ok", "1")],
+            [Done("chat", "m", "t", 200, "ok", "1")],
             index,  # type: ignore[arg-type]
             slot_of(index),
         )
     with pytest.raises(ValueError):
-        tally.add_requests([Out("chat", "m", "t", 200, "ok", 1.0)], {}, lambda *k: MAX_SLOTS)
+        tally.add_requests([Done("chat", "m", "t", 200, "ok", 1.0)], {}, lambda *k: MAX_SLOTS)
     with pytest.raises(ValueError):
-        tally.add_requests([Out("chat", "m", "t", 200, "ok", 1.0)], {}, lambda *k: -1)
+        tally.add_requests([Done("chat", "m", "t", 200, "ok", 1.0)], {}, lambda *k: -1)
     with pytest.raises(RuntimeError):
-        tally.add_requests([Out("chat", "m", "t", 200, "ok", 1.0)], {}, _raise)
+        tally.add_requests([Done("chat", "m", "t", 200, "ok", 1.0)], {}, _raise)
 
 
 def _raise(*key: object) -> int:
@@ -192,7 +177,7 @@ def fresh(values: list[object]) -> st.SearchStrategy[object]:
 
 
 outs = st.builds(
-    Out,
+    Done,
     route=fresh(["chat", "embeddings"]),
     model=fresh([None, "m1", "m2"]),
     tenant=fresh([None, "t"]),
@@ -217,7 +202,7 @@ steps = st.lists(
 )
 
 
-def _as_outcome(out: Out) -> object:
+def _as_outcome(out: Done) -> object:
     from headway.observe._speedups import Outcome
 
     made = Outcome(0.0, out.route)
@@ -276,11 +261,11 @@ def test_metrics_read_the_same_through_either_tally(monkeypatch: pytest.MonkeyPa
     def exported(factory: object) -> list[tuple[str, dict[str, str], float]]:
         monkeypatch.setattr(metrics_module, "new_tally", factory)
         m = GatewayMetrics(models=["m1"], tenants=["t"], endpoints=["p/a"])
-        m.record_requests([Out("chat", "m1", "t", 200, "ok", 0.2, 3, 7, 0.1)] * 3)
-        m.record_requests([Out("chat", "zz", "t", 503, "shed", 0.001)])
+        m.record_requests([Done("chat", "m1", "t", 200, "ok", 0.2, 3, 7, 0.1)] * 3)
+        m.record_requests([Done("chat", "zz", "t", 503, "shed", 0.001)])
         m.record_attempts([("p/a", 200, 0.15), ("p/x", 0, 1.0)])
         first = m.render()
-        m.record_requests([Out("chat", "m1", "t", 200, "ok", 0.4, 1, 1, 0.1)])
+        m.record_requests([Done("chat", "m1", "t", 200, "ok", 0.4, 1, 1, 0.1)])
         assert m.render() != first  # recorded after a scrape: in the next one
         return [
             (s.name, s.labels, s.value)
@@ -314,7 +299,7 @@ class _Sneaky(int):
 def test_token_counts_of_an_int_subclass_are_added_as_plain_ints(tally: Tally) -> None:
     index: dict[tuple[object, ...], int] = {}
     for value in (_Sneaky(7), _Sneaky(2**63 + 5)):  # in 64 bits, and past them
-        out = Out("chat", "m", "t", 200, "ok", 1.0, value, value, 1.0)
+        out = Done("chat", "m", "t", 200, "ok", 1.0, value, value, 1.0)
         tally.add_requests([out, out], index, slot_of(index))
         (row,) = tally.take()
         prompt, completion = row[5], row[6]
