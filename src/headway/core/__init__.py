@@ -21,6 +21,7 @@ from ._errors import (
     Rejected,
     UpstreamError,
     UpstreamTimeout,
+    chained,
     retry_after_of,
 )
 from ._hooks import NO_HOOKS, FanoutHooks, Hooks, NoHooks, Observable, RecordingHooks
@@ -54,6 +55,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeout",
     "annotate",
+    "chained",
     "current_context",
     "deadline_after",
     "request_context",

@@ -37,14 +37,14 @@ class Priority(IntEnum):
             return value
         if isinstance(value, int):
             return cls(value)
-        try:
-            return cls[value.strip().upper()]
-        except KeyError:
+        member = cls.__members__.get(value.strip().upper())
+        if member is None:
             names = ", ".join(m.name.lower() for m in cls)
-            raise ValueError(f"unknown priority {value!r}; expected one of {names}") from None
+            raise ValueError(f"unknown priority {value!r}; expected one of {names}")
+        return member
 
 
-@dataclass(slots=True)
+@dataclass
 class Context:
     """What every guard may want to know about the request in flight."""
 

@@ -19,7 +19,7 @@ from types import TracebackType
 
 from ._clock import REAL_CLOCK, Clock
 from ._context import _EMPTY, Context, _current
-from ._errors import DeadlineExceeded
+from ._errors import DeadlineExceeded, chained
 from ._ready import DONE
 from ._timers import TimerEntry, TimerQueue, running_task, timer_queue
 
@@ -30,18 +30,6 @@ class DeadlineScope:
     The effective deadline is the earlier of ``deadline`` and the current request's deadline.
     A scope whose deadline has already passed raises before the body starts.
     """
-
-    __slots__ = (
-        "_cancelling",
-        "_clock",
-        "_deadline",
-        "_entry",
-        "_expired",
-        "_message",
-        "_queue",
-        "_task",
-        "_token",
-    )
 
     def __init__(
         self, deadline: float, *, clock: Clock = REAL_CLOCK, message: str = "deadline exceeded"
@@ -117,7 +105,7 @@ class DeadlineScope:
                 and task.uncancel() <= self._cancelling
                 and exc_type is asyncio.CancelledError
             ):
-                raise DeadlineExceeded(self._message) from exc
+                raise chained(DeadlineExceeded(self._message), exc)
         return DONE
 
 

@@ -7,6 +7,8 @@ and OpenAI-format error bodies; nothing else needs to know about HTTP.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class HeadwayError(Exception):
     """Base of every error Headway raises on purpose."""
@@ -102,3 +104,14 @@ def retry_after_of(error: BaseException) -> float | None:
     """The ``retry_after`` hint an error carries, if any."""
     value = getattr(error, "retry_after", None)
     return value if isinstance(value, int | float) else None
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def chained(error: E, cause: BaseException | None) -> E:
+    """``raise chained(error, cause)`` does what ``raise error from cause`` does (``cause`` None:
+    the context is not shown). Modules compiled with mypyc use it: mypyc 2.4 drops ``from``
+    (``headway._native``; tests/unit/test_native.py)."""
+    error.__cause__ = cause  # also sets __suppress_context__, as ``from`` does
+    return error

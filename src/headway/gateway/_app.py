@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
 from typing import IO, Any, NamedTuple
 
 import orjson
@@ -60,16 +59,19 @@ from ._errors import (
     http_error,
     reason_label,
 )
-from ._openai import extract_usage, parse_body
+from ._observation import Observation, new_observation
+from ._openai import ParsedRequest, extract_usage, parse_body
 from ._openapi import DOCUMENT_JSON
-from ._recorder import Observation, new_request_id
+from ._recorder import new_request_id
+from ._relay import CLIENT_CLOSED, relay
 from ._rollout_metrics import RolloutCollector
 from ._rollouts import RolloutManager
-from ._routes import ProxyCall
+from ._routes import ModelRoute, ProxyCall
 from ._runtime import Runtime
+from ._split import Side
 from ._stage import StagedConfig
-from ._tenants import Admission
-from ._upstreams import Reply, StreamReply, endpoint_names
+from ._tenants import Admission, Tenant
+from ._upstreams import Reply, endpoint_names
 
 log = logging.getLogger("headway.gateway")
 
@@ -94,8 +96,6 @@ ACCESS_LOGGER = "headway.access"
 # the request path never waits on a write syscall (our choice; nginx's access_log flush= is
 # similar, e.g. flush=1s).
 ACCESS_LOG_FLUSH_SECONDS = 1.0
-# nginx's status for a request whose client went away before the answer was complete.
-_CLIENT_CLOSED = 499
 
 
 class _Labels(NamedTuple):
@@ -114,9 +114,14 @@ def _label_sources(config: GatewayConfig) -> _Labels:
     )
 
 
-#: Chunk arrival times a stream holds before it hands their gaps to the metrics (our choice:
-#: 256 floats, ~8 KiB; a ten-minute stream at 50 tokens/s would otherwise hold ~1 MB).
-STREAM_STAMPS_HELD = 256
+class _Claim:
+    """What one request holds while it is served (see ``Gateway._proxy``)."""
+
+    def __init__(self) -> None:
+        self.admitted = False  # inside the admission (load shedder)
+        self.admission: Admission | None = None  # the tenant's quota claim
+        self.sync = True  # the quota store answers in-process (no await to give back)
+        self.streaming = False  # the stream's relay gives it all back when the stream ends
 
 
 class Gateway:
@@ -365,7 +370,7 @@ class Gateway:
                     return await self._proxy(runtime, request, endpoint, None)
                 # Observed: the same call, timed from here and recorded once (a stream's when
                 # it ends, in ``_relay``), inline so the path pays no extra coroutine frame.
-                obs = Observation(self._clock.now(), endpoint)
+                obs = new_observation(self._clock.now(), endpoint)
                 tracer = runtime.tracer
                 if tracer is not None:
                     obs.trace = tracer.request(
@@ -379,7 +384,7 @@ class Gateway:
                     recorder.finish(obs, err.status, reason_label(err.reason))
                     return error_response_for(error)
                 except asyncio.CancelledError:
-                    recorder.finish(obs, _CLIENT_CLOSED, "client_closed")
+                    recorder.finish(obs, CLIENT_CLOSED, "client_closed")
                     raise
                 finally:
                     if obs.trace is not None:
@@ -466,173 +471,101 @@ class Gateway:
             obs.attributes = ctx.attributes
         token = set_context(ctx)
         runtime.enter()
-        admitted = False
-        admission: Admission | None = None
-        streaming = False
+        claim = _Claim()
+        failure: BaseException | None = None
         try:
-            if obs is not None and obs.trace is not None:
-                obs.trace.admission_start(priority, tenant.name)
-            await runtime.admission.__aenter__()
-            admitted = True
-            guards = runtime.tenant_guards
-            estimate = guards.estimate_tokens(
-                parsed.estimated_prompt_tokens, parsed.max_tokens, parsed.n
+            response = await self._admitted(
+                runtime, request, parsed, route, side, tenant, ctx, obs, claim
             )
-            # In-process store: admit and settle as plain calls (no coroutine frames); the
-            # checks are the same ones ``admit``/``settle`` run (they delegate to these).
-            sync = guards.sync
-            if sync:
-                admission = guards.admit_nowait(tenant, estimate)
+        except BaseException as error:  # failures, and cancellation (the client went away)
+            failure = error
+        # Give back what the request holds, after the ``try`` (an await in a handler or a
+        # ``finally`` is what mypyc gets wrong: tests/unit/test_native.py). A stream keeps
+        # its claim until it ends (``relay`` gives it back).
+        if failure is not None and claim.admission is not None:
+            if claim.sync:
+                claim.admission.release_nowait()
             else:
-                admission = await guards.admit(tenant, estimate)
-            if obs is not None and obs.trace is not None:
-                obs.trace.admission_end()
-            fields = request.headers
-            if b"traceparent" in fields or b"tracestate" in fields:
-                headers = [(h, v) for h in _FORWARD if (v := fields.get(h)) is not None]
-                headers.append(_CONTENT_TYPE)
-            else:  # the common case, without the comprehension's function frame
-                headers = [_CONTENT_TYPE]
-            call = ProxyCall(parsed, headers)
-            # ``route.service`` is what ``route(call)`` awaits; calling it directly saves a frame.
-            reply = await (route.service if side is None else side.service)(call)
-            if isinstance(reply, Reply):
-                # Usage corrects a TPM charge and feeds metrics: parsed only if either wants it.
-                counts = admission.counts_tokens
-                usage = extract_usage(reply.body) if counts or obs is not None else None
-                total = usage.total_tokens if counts and usage is not None else None
-                if obs is not None:
-                    obs.endpoint = reply.endpoint
-                    if usage is not None:
-                        obs.prompt = usage.prompt_tokens
-                        obs.completion = usage.completion_tokens
-                if sync:
-                    admission.settle_nowait(total)
-                else:
-                    await admission.settle(total)
-                return Response(
-                    reply.status,
-                    reply.body,
-                    content_type=reply.content_type,
-                    headers=() if side is None else side.headers(ctx),
-                )
-            streaming = True
-            if obs is not None:
-                obs.stream = True
-                obs.endpoint = reply.endpoint
-            return StreamingResponse(
-                self._relay(runtime, reply, admission, parsed.estimated_prompt_tokens, obs),
-                headers=[(b"cache-control", b"no-cache")]
-                + ([] if side is None else list(side.headers(ctx))),
-            )
-        except BaseException:
-            if admission is not None:
-                await admission.release()
-            raise
-        finally:
-            if not streaming:
-                if admitted:
-                    await runtime.admission.__aexit__(None, None, None)
-                runtime.leave()
-            reset_context(token)
-
-    async def _relay(
-        self,
-        runtime: Runtime,
-        reply: StreamReply,
-        admission: Admission,
-        prompt_tokens: int,
-        obs: Observation | None,
-    ) -> AsyncIterator[bytes]:
-        """Relay SSE chunks as they arrive, unchanged; account usage at the end."""
-        response = reply.response
-        previous = b""
-        last = reply.first
-        events = last.count(b"data:")
-        error: BaseException | None = None
-        cancelled = False
-        # Chunk arrival times, while metrics are on: the recorder's batch turns them into TTFT
-        # and chunk gaps (a clock read and a list append per chunk here, nothing more).
-        stamps: list[float] | None = None
-        now = self._clock.now
-        first = 0.0
-        metrics = runtime.metrics
-        if obs is not None:
-            first = now()
-            obs.ttft = first - obs.start
-            if metrics is not None:
-                stamps = [first]
-        try:
-            yield last
-            async for chunk in response:
-                previous, last = last, chunk
-                events += chunk.count(b"data:")
-                if stamps is not None:
-                    stamps.append(now())
-                    if len(stamps) >= STREAM_STAMPS_HELD:  # a long stream: memory stays flat
-                        self._hand_over_gaps(metrics, obs, stamps)
-                yield chunk
-        except asyncio.CancelledError:  # the client went away
-            cancelled = True
-            raise
-        except GeneratorExit:
-            cancelled = True
-            raise
-        except Exception as exc:
-            error = exc
-            _, type_, code, message, *_ = http_error(exc)
-            event = {"error": {"message": message, "type": type_, "code": code}}
-            yield b"data: " + orjson.dumps(event) + b"\n\n"
-        finally:
-            reply.finish(error, cancelled=cancelled)
-            usage = extract_usage(previous + last)
-            if usage is not None:
-                total: int | None = usage.total_tokens
-            else:
-                # No usage chunk (the client did not ask for one): the estimated prompt plus one
-                # token per event relayed.
-                total = prompt_tokens + events
-            if obs is not None:
-                if stamps is not None:
-                    obs.stamps = stamps
-                    obs.generation = stamps[-1] - first  # first to last chunk: the decode time
-                self._record_stream(runtime, obs, usage, error, cancelled)
-            await admission.settle(total)
-            await response.aclose()
-            await runtime.admission.__aexit__(None, None, None)
+                await claim.admission.release()
+        if not claim.streaming:
+            if claim.admitted:
+                runtime.admission.leave()
             runtime.leave()
+        reset_context(token)
+        if failure is not None:
+            raise failure
+        return response
 
-    @staticmethod
-    def _hand_over_gaps(
-        metrics: GatewayMetrics | None, obs: Observation | None, stamps: list[float]
-    ) -> None:
-        """A long stream's chunk gaps so far into the metrics now; the last stamp stays, to
-        start the next gap."""
-        if metrics is not None and obs is not None:  # always, when there are stamps
-            metrics.stream_gaps(obs.model, stamps)
-            del stamps[:-1]
-
-    def _record_stream(
+    async def _admitted(
         self,
         runtime: Runtime,
-        obs: Observation,
-        usage: Any,
-        error: BaseException | None,
-        cancelled: bool,
-    ) -> None:
-        if usage is not None:
-            obs.prompt = usage.prompt_tokens
-            obs.completion = usage.completion_tokens
-        recorder = runtime.recorder
-        assert recorder is not None  # an observation is made only for an observed runtime
-        if cancelled:
-            recorder.finish(obs, _CLIENT_CLOSED, "client_closed")
-        elif error is not None:
-            # The 200 is already sent; the outcome counted is what the error maps to.
-            err = http_error(error)
-            recorder.finish(obs, err.status, reason_label(err.reason))
+        request: Request,
+        parsed: ParsedRequest,
+        route: ModelRoute,
+        side: Side | None,
+        tenant: Tenant,
+        ctx: Context,
+        obs: Observation | None,
+        claim: _Claim,
+    ) -> Response | StreamingResponse:
+        """Admission, the tenant's quotas, the route, and the answer; ``claim`` records what
+        the request took, for ``_proxy`` to give back."""
+        if obs is not None and obs.trace is not None:
+            obs.trace.admission_start(ctx.priority, tenant.name)
+        await runtime.admission.__aenter__()
+        claim.admitted = True
+        guards = runtime.tenant_guards
+        estimate = guards.estimate_tokens(
+            parsed.estimated_prompt_tokens, parsed.max_tokens, parsed.n
+        )
+        # In-process store: admit and settle as plain calls (no coroutine frames); the
+        # checks are the same ones ``admit``/``settle`` run (they delegate to these).
+        sync = claim.sync = guards.sync
+        if sync:
+            admission = guards.admit_nowait(tenant, estimate)
         else:
-            recorder.finish(obs, 200, "ok")
+            admission = await guards.admit(tenant, estimate)
+        claim.admission = admission
+        if obs is not None and obs.trace is not None:
+            obs.trace.admission_end()
+        fields = request.headers
+        if b"traceparent" in fields or b"tracestate" in fields:
+            headers = [(h, v) for h in _FORWARD if (v := fields.get(h)) is not None]
+            headers.append(_CONTENT_TYPE)
+        else:  # the common case, without the comprehension's function frame
+            headers = [_CONTENT_TYPE]
+        call = ProxyCall(parsed, headers)
+        # ``route.service`` is what ``route(call)`` awaits; calling it directly saves a frame.
+        reply = await (route.service if side is None else side.service)(call)
+        if isinstance(reply, Reply):
+            # Usage corrects a TPM charge and feeds metrics: parsed only if either wants it.
+            counts = admission.counts_tokens
+            usage = extract_usage(reply.body) if counts or obs is not None else None
+            total = usage.total_tokens if counts and usage is not None else None
+            if obs is not None:
+                obs.endpoint = reply.endpoint
+                if usage is not None:
+                    obs.prompt = usage.prompt_tokens
+                    obs.completion = usage.completion_tokens
+            if sync:
+                admission.settle_nowait(total)
+            else:
+                await admission.settle(total)
+            return Response(
+                reply.status,
+                reply.body,
+                content_type=reply.content_type,
+                headers=() if side is None else side.headers(ctx),
+            )
+        claim.streaming = True
+        if obs is not None:
+            obs.stream = True
+            obs.endpoint = reply.endpoint
+        return StreamingResponse(
+            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, obs, self._clock),
+            headers=[(b"cache-control", b"no-cache")]
+            + ([] if side is None else list(side.headers(ctx))),
+        )
 
     # -- the admin port ----------------------------------------------------------------------
 

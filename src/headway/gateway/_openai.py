@@ -25,6 +25,8 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from headway.core import chained
+
 from ._errors import BadRequest
 
 __all__ = [
@@ -44,19 +46,6 @@ Endpoint = Literal["chat", "completions", "embeddings"]
 
 class ParsedRequest:
     """A validated request body and what the gateway needs to know about it."""
-
-    __slots__ = (
-        "body",
-        "endpoint",
-        "estimated_prompt_tokens",
-        "include_usage",
-        "max_tokens",
-        "model",
-        "n",
-        "raw",
-        "stream",
-        "user",
-    )
 
     def __init__(
         self,
@@ -108,9 +97,8 @@ def parse_body(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise BadRequest(
-            "could not parse the request body as JSON", reason="invalid_json"
-        ) from None
+        error = BadRequest("could not parse the request body as JSON", reason="invalid_json")
+        raise chained(error, None)  # noqa: B904 - is ``from None`` (mypyc drops ``from``)
     if type(body) is not dict:
         raise BadRequest("the request body must be a JSON object", reason="invalid_body")
     get = body.get

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from headway.core import Clock
-from headway.observe import AccessLog, GatewayMetrics, RequestTrace, SloBook
+from headway.observe import AccessLog, GatewayMetrics, SloBook
+
+from ._observation import Observation
 
 log = logging.getLogger("headway.gateway")
 
@@ -32,79 +33,8 @@ def new_request_id() -> str:
     return f"{time.time_ns():x}"
 
 
-class PyObservation:
-    """One API request's outcome (:class:`headway.observe.Counted` and ``Logged``), filled in as it
-    progresses. Made only while its runtime is observed, so the path without it allocates
-    nothing more. The reference for ``headway.observe._speedups.Outcome``, its C twin, which
-    is what ``Observation`` is when the extension was built (a tenth of the cost to make, and
-    the access log and the metrics tally read its fields straight from the struct)."""
-
-    __slots__ = (
-        "attributes",
-        "completion",
-        "endpoint",
-        "generation",
-        "latency",
-        "model",
-        "prompt",
-        "reason",
-        "request_id",
-        "route",
-        "stamps",
-        "start",
-        "status",
-        "stream",
-        "tenant",
-        "trace",
-        "trace_id",
-        "ttft",
-    )
-
-    def __init__(self, start: float, route: str) -> None:
-        self.start = start
-        self.route = route
-        self.tenant: str | None = None
-        self.model: str | None = None
-        self.endpoint: str | None = None
-        self.request_id: str | None = None
-        self.attributes: Mapping[str, object] | None = None
-        self.prompt: int | None = None
-        self.completion: int | None = None
-        self.ttft: float | None = None
-        #: A streamed answer's chunk arrival times (while metrics are on): its chunk gaps.
-        self.stamps: list[float] | None = None
-        self.generation = 0.0
-        self.stream = False
-        self.trace: RequestTrace | None = None
-        self.trace_id: str | None = None
-        self.status = 0
-        self.reason = ""
-        self.latency = 0.0
-
-
-if TYPE_CHECKING:
-    Observation = PyObservation
-else:
-    try:  # built from _speedups_outcome.c at install when a C compiler is there (see setup.py)
-        from headway.observe._speedups import Outcome as Observation
-    except ImportError:  # pragma: no cover - the Python class serves
-        Observation = PyObservation
-
-
 class Recorder:
     """Queues finished observations and records them once per loop turn (see the module)."""
-
-    __slots__ = (
-        "_attempts",
-        "_clock",
-        "_pending",
-        "_scheduled",
-        "_sinks",
-        "access_log",
-        "metrics",
-        "slos",
-        "tracing",
-    )
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, cast
 
-from headway.core import NO_HOOKS, REAL_CLOCK, Clock, Hooks, Priority, RateLimited
+from headway.core import NO_HOOKS, REAL_CLOCK, Clock, Hooks, Priority, RateLimited, chained
 from headway.guard import RateLimiter
 from headway.store import LimitStore, MemoryStore, SyncLimitStore
 
@@ -50,8 +50,6 @@ __all__ = [
 class AllModels:
     """The "every model" allowance: contains any model name."""
 
-    __slots__ = ()
-
     def __contains__(self, model: object) -> bool:
         return True
 
@@ -62,7 +60,7 @@ class AllModels:
 ALL_MODELS: Final = AllModels()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Tenant:
     """A caller the gateway knows, with its priority and limits (None = unlimited)."""
 
@@ -89,8 +87,6 @@ _MAX_KEY_BYTES = 512
 
 class TenantDirectory:
     """API key -> tenant, holding only key digests (see the module docstring)."""
-
-    __slots__ = ("_by_digest", "tenants")
 
     def __init__(self, tenants: Iterable[tuple[Tenant, Iterable[str]]]) -> None:
         by_digest: dict[bytes, tuple[bytes, Tenant]] = {}
@@ -191,8 +187,6 @@ _MINUTE = 60.0
 class _TenantState:
     """One tenant's limiters and in-flight count."""
 
-    __slots__ = ("inflight", "max_concurrency", "name", "rpm", "rpm_key", "tpm", "tpm_key")
-
     def __init__(self, tenant: Tenant, store: LimitStore, hooks: Hooks, clock: Clock) -> None:
         self.name = tenant.name
         self.rpm_key = "rpm:" + tenant.name
@@ -225,8 +219,6 @@ def _per_minute(
 class Admission:
     """One admitted request's claim on its tenant's quotas; settle or release it exactly once
     (later calls do nothing)."""
-
-    __slots__ = ("_state", "done", "estimated_tokens")
 
     def __init__(self, state: _TenantState, estimated_tokens: int) -> None:
         self._state = state
@@ -269,14 +261,26 @@ class Admission:
         """The request failed without producing tokens (upstream error before any output):
         free the slot and refund the token estimate. The request itself stays counted against
         the RPM quota, since it did reach the upstream (as OpenAI counts failed requests)."""
+        refund = self._refund()
+        if refund:
+            await self._state.tpm.adjust(self._state.name, refund)  # type: ignore[union-attr]
+
+    def release_nowait(self) -> None:
+        """:meth:`release` as a plain call; like :meth:`settle_nowait`, in-process stores only."""
+        refund = self._refund()
+        if refund:
+            self._state.tpm.adjust_nowait(self._state.name, refund)  # type: ignore[union-attr]
+
+    def _refund(self) -> float:
+        """Mark released and free the slot; the token refund still to apply (0: none)."""
         if self.done:
-            return
+            return 0.0
         self.done = True
         state = self._state
         state.inflight -= 1
-        tpm = state.tpm
-        if tpm is not None and self.estimated_tokens:
-            await tpm.adjust(state.name, -float(self.estimated_tokens))
+        if state.tpm is None or not self.estimated_tokens:
+            return 0.0
+        return -float(self.estimated_tokens)
 
 
 class TenantGuards:
@@ -286,18 +290,6 @@ class TenantGuards:
     ``TenantGuards`` over the *same* store: quota state carries over (it lives in the store),
     and admissions still in flight release into the object that admitted them.
     """
-
-    __slots__ = (
-        "_clock",
-        "_hooks",
-        "_states",
-        "_store",
-        "_sync",
-        "_sync_store",
-        "default_completion_tokens",
-        "name",
-        "rejected",
-    )
 
     kind = "tenant_quota"
 
@@ -363,17 +355,21 @@ class TenantGuards:
             try:
                 await rpm.acquire(name, 1.0)
             except RateLimited as exc:
-                raise self._refuse("tenant_rpm", exc.retry_after, name) from None
+                refusal = self._refuse("tenant_rpm", exc.retry_after, name)
+                raise chained(refusal, None)  # noqa: B904 - is ``from None`` (mypyc drops it)
         tpm = state.tpm
         if tpm is not None and estimated_tokens > 0:
             too_large = estimated_tokens > tpm.burst
             if not too_large:
+                refused: RateLimited | None = None
                 try:
                     await tpm.acquire(name, float(estimated_tokens))
                 except RateLimited as exc:
+                    refused = exc
+                if refused is not None:  # hands back the request taken above, then refuses
                     if rpm is not None:
                         await rpm.adjust(name, -1.0)
-                    raise self._refuse("tenant_tpm", exc.retry_after, name) from None
+                    raise self._refuse("tenant_tpm", refused.retry_after, name)
             else:
                 if rpm is not None:
                     await rpm.adjust(name, -1.0)

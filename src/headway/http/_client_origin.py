@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from headway.core import chained
+
 __all__ = ["Origin", "parse_origin"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Origin:
     host: str
     port: int
@@ -48,7 +50,7 @@ def parse_origin(url: str) -> Origin:
     try:
         port = parts.port or 80
     except ValueError as exc:
-        raise ValueError(f"upstream {url!r}: {exc}") from None
+        raise chained(ValueError(f"upstream {url!r}: {exc}"), None)  # noqa: B904 - from None
     if " " in parts.path:
         raise ValueError(f"upstream {url!r}: the base path must be percent-encoded")
     shown = f"[{host}]" if ":" in host else host

@@ -41,6 +41,7 @@ from headway.core import (
     TimerHandle,
     UpstreamError,
     UpstreamTimeout,
+    chained,
     current_context,
 )
 from headway.core._timers import TimerEntry, TimerQueue, timer_queue
@@ -203,11 +204,14 @@ class UpstreamPool:
                 raise
         try:
             conn.begin(data, extra, head_only)
+            raced = False
             try:
                 await conn.wait_head(first_byte_timeout, deadline)
             except UpstreamError as exc:
                 if not (conn.reused and exc.reason == "connection_reset" and conn.untouched):
                     raise
+                raced = True
+            if raced:  # (awaits out of the handler: see tests/unit/test_native.py)
                 # The keep-alive race: the upstream closed this connection as we reused it.
                 self._discard(conn, keep_slot=True)
                 self._retries += 1
@@ -337,26 +341,28 @@ class UpstreamPool:
         scope = DeadlineScope(min(connect_at, deadline), clock=clock)
         try:
             try:
-                async with scope:
+                async with scope:  # aexit never waits
                     await asyncio.get_running_loop().create_connection(
                         lambda: conn, origin.host, origin.port
                     )
             except DeadlineExceeded:
                 if scope.deadline == connect_at and connect_at < deadline:
                     self._hooks.on_event(self.kind, self.name, "connect_timeout")
-                    raise UpstreamTimeout(
+                    timeout = UpstreamTimeout(
                         f"connecting to {self.name} took over {self._connect_timeout} s",
                         reason="connect_timeout",
-                    ) from None
+                    )
+                    raise chained(timeout, None)  # noqa: B904 - ``from None`` (mypyc drops it)
                 raise
             except OSError as exc:
                 self._hooks.on_event(self.kind, self.name, "connect_error")
-                raise UpstreamError(
+                refused = UpstreamError(
                     f"cannot connect to {self.name}: {exc}",
                     status=None,
                     retryable=True,
                     reason="connect_error",
-                ) from exc
+                )
+                raise chained(refused, exc)  # noqa: B904 - is ``from exc`` (mypyc drops it)
         except BaseException:
             conn.abort()
             self._free_slot()

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import time
 from email.utils import formatdate
+from typing import Any
 
 from ._limits import Limits
 from ._protocol import Handler, HttpProtocol
@@ -26,19 +27,6 @@ def _date_header() -> bytes:
 
 class ServerState:
     """What every connection of one server shares; counters are written by the protocol."""
-
-    __slots__ = (
-        "accepted",
-        "connections",
-        "date",
-        "drained",
-        "draining",
-        "handler",
-        "limits",
-        "rejected",
-        "requests",
-        "timeouts",
-    )
 
     def __init__(self, handler: Handler, limits: Limits) -> None:
         self.handler = handler
@@ -101,7 +89,9 @@ class HttpServer:
                 reuse_port=reuse_port or None,
             )
         self._server = server
-        self._port = int(server.sockets[0].getsockname()[1])
+        # Through Any: typeshed says a tuple, uvloop's is a list, and the compiled build checks.
+        listening: Any = server
+        self._port = int(listening.sockets[0].getsockname()[1])
         self._tick_date()
         return self._port
 

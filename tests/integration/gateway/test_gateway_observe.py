@@ -229,9 +229,9 @@ async def test_a_long_streams_gaps_are_handed_over_as_it_goes_and_all_counted(
     """A stream holds at most STREAM_STAMPS_HELD chunk arrival times; past that it hands the
     gaps so far to the metrics. None is lost or counted twice: the gaps sum to the decode time
     (first to last chunk) that tokens/s divides the completion tokens by."""
-    from headway.gateway import _app
+    from headway.gateway import _relay
 
-    monkeypatch.setattr(_app, "STREAM_STAMPS_HELD", 2)  # hand over at every chunk
+    monkeypatch.setattr(_relay, "STREAM_STAMPS_HELD", 2)  # hand over at every chunk
     gw: Running = await start_gateway(make_config(observe=OBSERVE_ON))
     stream = await gw.client("sk-pro").chat.completions.create(
         model="sim-small",

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from headway.core import ManualClock
-from headway.gateway._recorder import Observation, Recorder
+from headway.gateway._observation import Observation, new_observation
+from headway.gateway._recorder import Recorder
 from headway.observe import AccessLog, GatewayMetrics
 
 
@@ -29,7 +30,7 @@ def _setup(clock: ManualClock) -> tuple[Recorder, GatewayMetrics, io.BytesIO, li
 
 
 def _obs(start: float, *, stream: bool = False, rid: str | None = "r") -> Observation:
-    obs = Observation(start, "chat")
+    obs = new_observation(start, "chat")
     obs.tenant, obs.model, obs.request_id, obs.stream = "t", "m", rid, stream
     obs.prompt, obs.completion = 4, 8
     return obs

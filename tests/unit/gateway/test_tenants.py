@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import math
 
 import pytest
@@ -101,12 +103,17 @@ def _everything_reachable(obj: object, seen: set[int] | None = None) -> list[obj
         children = [*obj.keys(), *obj.values()]
     elif isinstance(obj, list | tuple | set | frozenset):
         children = list(obj)
-    elif hasattr(obj, "__slots__") or hasattr(obj, "__dict__"):
+    elif type(obj).__module__.startswith("headway."):
+        # Headway's objects keep their fields in the instance dict or behind data descriptors
+        # on the class: __slots__ members, and the attributes of a class compiled by mypyc
+        # (headway._native).
         for cls in type(obj).__mro__:
-            for slot in getattr(cls, "__slots__", ()):
-                if hasattr(obj, slot):
-                    children.append(getattr(obj, slot))
-        children.extend(getattr(obj, "__dict__", {}).values())
+            for name, attr in vars(cls).items():
+                if inspect.isgetsetdescriptor(attr) or inspect.ismemberdescriptor(attr):
+                    with contextlib.suppress(AttributeError):
+                        children.append(getattr(obj, name))
+    elif hasattr(obj, "__dict__"):
+        children.extend(vars(obj).values())
     for child in children:
         found.extend(_everything_reachable(child, seen))
     return found

@@ -206,7 +206,7 @@ def test_c_lines_read_from_an_outcome_equal_the_python_lines(recs: list[Rec]) ->
 def test_the_c_outcome_has_the_python_observations_fields_and_defaults() -> None:
     import gc
 
-    from headway.gateway._recorder import PyObservation
+    from headway.gateway._observation import PyObservation
     from headway.observe._speedups import Outcome
 
     py, c = PyObservation(1.25, "chat"), Outcome(1.25, "chat")

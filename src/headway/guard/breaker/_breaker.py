@@ -57,8 +57,17 @@ _NOT_FORCED = 0
 _FORCED_OPEN = 1
 _FORCED_CLOSED = 2
 
-# (start time, permit, the enclosing ``async with`` of the same breaker in this task, if any)
-_Entry = tuple[float, int, "_Entry | None"]
+
+class _Entry:
+    """One ``async with`` of a breaker in a task: its start time, its permit, and the enclosing
+    ``async with`` of the same breaker in the same task, if any. (A class, not a recursive
+    tuple alias: mypyc cannot compile a type that refers to itself.)"""
+
+    def __init__(self, start: float, permit: int, outer: _Entry | None) -> None:
+        self.start = start
+        self.permit = permit
+        self.outer = outer
+
 
 _DEFAULT_CONFIG = BreakerConfig()
 
@@ -74,41 +83,6 @@ class CircuitBreaker(Guard):
         ...                                 # later, when the stream has ended:
         breaker.on_success(permit, duration)    # or on_failure / on_error / release
     """
-
-    __slots__ = (
-        "_clock",
-        "_entry",
-        "_epoch",
-        "_failure_threshold",
-        "_forced",
-        "_hooks",
-        "_is_failure",
-        "_is_ignored",
-        "_listeners",
-        "_live",
-        "_min_calls",
-        "_now",
-        "_open_until",
-        "_open_wait",
-        "_permitted",
-        "_probe_failures",
-        "_probe_slow",
-        "_probes_admitted",
-        "_probes_done",
-        "_ready",
-        "_slow_duration",
-        "_slow_threshold",
-        "_state",
-        "_timed",
-        "_window",
-        "calls",
-        "config",
-        "failures",
-        "name",
-        "rejected",
-        "slow_calls",
-        "transitions",
-    )
 
     kind = "breaker"
 
@@ -237,7 +211,7 @@ class CircuitBreaker(Guard):
     def __aenter__(self) -> Awaitable[None]:
         permit = self._epoch if self._state is _CLOSED else self._acquire_slow()
         entry = self._entry
-        entry.set((self._now(), permit, entry.get()))
+        entry.set(_Entry(self._now(), permit, entry.get()))
         return self._ready or self._make_ready()
 
     def __aexit__(
@@ -250,8 +224,8 @@ class CircuitBreaker(Guard):
         current = entry.get()
         if current is None:
             raise RuntimeError("CircuitBreaker.__aexit__ without __aenter__ in this task")
-        start, permit, outer = current
-        entry.set(outer)
+        start, permit = current.start, current.permit
+        entry.set(current.outer)
         if exc is None:
             self._record(permit, False, self._now() - start)
         else:

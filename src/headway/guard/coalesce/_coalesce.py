@@ -61,8 +61,6 @@ class _Flight:
     waiter that is cancelled only cancels its own future, never the shared task.
     """
 
-    __slots__ = ("done", "key", "owner", "task", "waiters")
-
     def __init__(self, owner: Coalesce, key: Hashable) -> None:
         self.owner = owner
         self.key = key
@@ -118,19 +116,6 @@ class Coalesce(Guard):
     As a decorator *with* ``key``, the request ``key`` receives is ``(args, kwargs)``.
     """
 
-    __slots__ = (
-        "_clock",
-        "_hooks",
-        "_inflight",
-        "_key",
-        "_live",
-        "abandoned",
-        "calls",
-        "followers",
-        "leaders",
-        "name",
-    )
-
     kind = "coalesce"
 
     def __init__(
@@ -180,7 +165,7 @@ class Coalesce(Guard):
             deadline = current_context().deadline
             if deadline == math.inf:
                 return await waiter
-            async with DeadlineScope(deadline, clock=self._clock):
+            async with DeadlineScope(deadline, clock=self._clock):  # aexit never waits
                 result = await waiter
             return result
         finally:

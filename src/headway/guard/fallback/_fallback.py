@@ -27,6 +27,7 @@ from headway.core import (
     Service,
     UpstreamError,
     annotate,
+    chained,
     current_context,
 )
 from headway.core._service import Req, Resp
@@ -39,19 +40,6 @@ Trigger = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
 class Fallback(Guard):
     """Call ``alternative`` with the same (or ``transform``-ed) request when ``on`` matches."""
-
-    __slots__ = (
-        "_alternative",
-        "_clock",
-        "_hooks",
-        "_on_predicate",
-        "_on_types",
-        "_transform",
-        "calls",
-        "fallback_failures",
-        "fallbacks",
-        "name",
-    )
 
     kind = "fallback"
 
@@ -115,7 +103,7 @@ class Fallback(Guard):
         except Exception as alt_error:
             self.fallback_failures += 1
             self._hooks.on_event(self.kind, self.name, "fallback_failed")
-            raise alt_error from error
+            raise chained(alt_error, error)  # noqa: B904 - is ``from error`` (mypyc drops it)
         return result
 
     def snapshot(self) -> dict[str, float]:

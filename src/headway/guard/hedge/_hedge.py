@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from typing import Any
+from typing import Any, Generic
 
 from headway.core import (
     NO_HOOKS,
@@ -26,6 +26,7 @@ from headway.core import (
     Guard,
     Hooks,
     Service,
+    TimerHandle,
     current_context,
 )
 from headway.core._service import Req, Resp
@@ -50,28 +51,38 @@ async def _attempt(inner: Service[Req, Resp], request: Req) -> Resp:
     return await inner(request)
 
 
+class _Race(Generic[Resp]):
+    """One hedged call's attempts and its pending hedge timer."""
+
+    def __init__(self, first: asyncio.Task[Resp]) -> None:
+        self.tasks: list[asyncio.Task[Resp]] = [first]
+        self.running: set[asyncio.Future[Any]] = {first}
+        self.timer: asyncio.Future[None] | None = None
+        self.handle: TimerHandle | None = None
+
+    async def end(self) -> None:
+        """Stop the timer; cancel every attempt still running and wait until it has ended, so
+        none outlives the call."""
+        if self.handle is not None:
+            self.handle.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.running:
+            for pending in self.running:
+                pending.cancel()
+            await asyncio.wait(self.running)
+        for task in self.tasks:
+            # Mark every loser's outcome as seen, so asyncio does not log it as lost.
+            if task.done() and not task.cancelled():
+                task.exception()
+
+
 class Hedge(Guard):
     """Send up to ``max_attempts - 1`` extra attempts, ``delay`` apart, while none has answered.
 
     ``delay`` fixes the wait; without it the wait is the ``percentile`` of recent successful
     latencies (at least ``min_delay``, and ``min_delay`` until enough samples are seen).
     """
-
-    __slots__ = (
-        "_clock",
-        "_deposit",
-        "_hooks",
-        "budget",
-        "budget_exhausted",
-        "calls",
-        "delay",
-        "hedges_sent",
-        "hedges_won",
-        "latency",
-        "max_attempts",
-        "min_delay",
-        "name",
-    )
 
     kind = "hedge"
 
@@ -144,59 +155,59 @@ class Hedge(Guard):
     async def _hedged(
         self, inner: Service[Req, Resp], request: Req, start: float, delay: float
     ) -> Resp:
+        race = _Race(asyncio.get_running_loop().create_task(_attempt(inner, request)))
+        failure: BaseException | None = None
+        try:
+            result = await self._race(race, inner, request, start, delay)
+        except BaseException as error:  # the caller's cancellation too
+            failure = error
+        # The stragglers are cancelled and awaited after the ``try``, not in a ``finally``:
+        # an await there is what mypyc gets wrong (tests/unit/test_native.py).
+        await race.end()
+        if failure is not None:
+            raise failure
+        return result
+
+    async def _race(
+        self, race: _Race[Resp], inner: Service[Req, Resp], request: Req, start: float, delay: float
+    ) -> Resp:
         loop = asyncio.get_running_loop()
         clock = self._clock
         deadline = current_context().deadline
-        tasks: list[asyncio.Task[Resp]] = [loop.create_task(_attempt(inner, request))]
-        running: set[asyncio.Future[Any]] = set(tasks)
-        timer: asyncio.Future[None] | None = None
-        handle = None
+        tasks = race.tasks
+        running = race.running
         last_error: BaseException | None = None
         limit = self.max_attempts
-        try:
-            while True:
-                if timer is None and len(tasks) < limit:
-                    fire_at = start + delay * len(tasks)
-                    if fire_at < deadline:
-                        timer = loop.create_future()
-                        handle = clock.call_later(fire_at - clock.now(), partial(_wake, timer))
-                waiting = set(running)
-                if timer is not None:
-                    waiting.add(timer)
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                for index, task in enumerate(tasks):
-                    if task not in done:
-                        continue
-                    running.discard(task)
-                    if task.cancelled():
-                        last_error = asyncio.CancelledError()
-                        continue
-                    error = task.exception()
-                    if error is None:
-                        return self._won(index, task.result(), start)
-                    last_error = error
-                if not running:
-                    assert last_error is not None
-                    raise last_error
-                if timer is not None and timer.done():
-                    timer = None
-                    handle = None
-                    if not self._send(loop, tasks, running, inner, request, deadline):
-                        # A refusal ends hedging for this call: later timers would fare no better.
-                        limit = len(tasks)
-        finally:
-            if handle is not None:
-                handle.cancel()
-            if timer is not None:
-                timer.cancel()
-            if running:
-                for pending in running:
-                    pending.cancel()
-                await asyncio.wait(running)
-            for task in tasks:
-                # Mark every loser's outcome as seen, so asyncio does not log it as lost.
-                if task.done() and not task.cancelled():
-                    task.exception()
+        while True:
+            if race.timer is None and len(tasks) < limit:
+                fire_at = start + delay * len(tasks)
+                if fire_at < deadline:
+                    timer = race.timer = loop.create_future()
+                    race.handle = clock.call_later(fire_at - clock.now(), partial(_wake, timer))
+            waiting = set(running)
+            if race.timer is not None:
+                waiting.add(race.timer)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for index, task in enumerate(tasks):
+                if task not in done:
+                    continue
+                running.discard(task)
+                if task.cancelled():
+                    last_error = asyncio.CancelledError()
+                    continue
+                error = task.exception()
+                if error is None:
+                    return self._won(index, task.result(), start)
+                last_error = error
+            if not running:
+                assert last_error is not None
+                raise last_error
+            if race.timer is not None and race.timer.done():
+                race.timer = None
+                race.handle = None
+                if not self._send(loop, tasks, running, inner, request, deadline):
+                    # A refusal ends hedging for this call: later timers would fare no better.
+                    limit = len(tasks)
 
     def _send(
         self,

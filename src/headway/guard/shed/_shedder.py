@@ -96,8 +96,6 @@ def _is_drop(error: BaseException) -> bool:
 
 
 class _Waiter(QueuedRequest):
-    __slots__ = ("future", "state", "timer")
-
     def __init__(
         self, priority: int, tenant: Hashable, enqueued_at: float, future: asyncio.Future[object]
     ) -> None:
@@ -111,8 +109,6 @@ class _Waiter(QueuedRequest):
 class _Permit:
     """What ``__aexit__`` needs from ``__aenter__``, kept per task; ``outer`` is the permit of
     an enclosing ``async with`` on the same shedder in the same task."""
-
-    __slots__ = ("inflight", "outer", "start", "tenant")
 
     def __init__(
         self, start: float, inflight: int, tenant: Hashable, outer: _Permit | None
@@ -132,33 +128,6 @@ class LoadShedder(Guard):
     """
 
     kind = "shed"
-
-    __slots__ = (
-        "_admitted",
-        "_algorithm",
-        "_clock",
-        "_detector",
-        "_hooks",
-        "_inflight",
-        "_interval_timer",
-        "_last_delay",
-        "_limit",
-        "_max_per_tenant",
-        "_max_queue",
-        "_max_retry_after",
-        "_min_time_to_serve",
-        "_permit",
-        "_queue",
-        "_rate",
-        "_rejected",
-        "_sampling",
-        "_shed_priority",
-        "_slough_timer",
-        "_tenant_cap",
-        "_tenant_load",
-        "_tracking",
-        "name",
-    )
 
     def __init__(
         self,
@@ -332,6 +301,11 @@ class LoadShedder(Guard):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.leave(exc)
+
+    def leave(self, exc: BaseException | None = None) -> None:
+        """Leave the block entered with ``async with``/``__aenter__`` (what ``__aexit__`` does,
+        as a plain call; ``exc`` is the block's error, if any)."""
         if not self._tracking:  # the bulkhead case: nothing to sample, no tenant to count
             self._inflight -= 1
             if self._queue.size:
@@ -343,7 +317,7 @@ class LoadShedder(Guard):
             raise RuntimeError("LoadShedder.__aexit__ without __aenter__ in this task")
         var.set(permit.outer)
         self._release(permit.tenant)
-        if self._sampling and exc_type is not asyncio.CancelledError:
+        if self._sampling and not isinstance(exc, asyncio.CancelledError):
             self._sample(permit.start, permit.inflight, exc is not None and _is_drop(exc))
 
     # -- admission --------------------------------------------------------------------------------

@@ -28,8 +28,6 @@ from headway.core._service import Req, Resp
 class _Scope(DeadlineScope):
     """A deadline scope that remembers how to undo its entry in ``_active``."""
 
-    __slots__ = ("token",)
-
     token: contextvars.Token[_Scope | None]
 
 
@@ -46,8 +44,6 @@ class Timeout(Guard):
     Use as ``await timeout.call(service, request)``, ``timeout.wrap(service)``, ``@timeout``,
     or around any block: ``async with timeout: ...``.
     """
-
-    __slots__ = ("_clock", "_hooks", "calls", "name", "seconds", "timeouts")
 
     kind = "timeout"
 
@@ -73,7 +69,7 @@ class Timeout(Guard):
         clock = self._clock
         scope = DeadlineScope(clock.now() + self.seconds, clock=clock)
         try:
-            async with scope:
+            async with scope:  # aexit never waits
                 result = await inner(request)
         except DeadlineExceeded:
             if scope.expired:
