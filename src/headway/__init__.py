@@ -4,3 +4,7 @@ Import the primitives from :mod:`headway.guard` and the contracts from :mod:`hea
 """
 
 __version__ = "0.1.0"
+
+from headway._native import guard as _guard
+
+_guard()  # before any compiled module is imported: never run a build older than its source

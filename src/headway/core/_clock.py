@@ -41,8 +41,6 @@ class Clock(Protocol):
 class RealClock:
     """The process's monotonic clock; timers go through the running event loop."""
 
-    __slots__ = ()
-
     now = staticmethod(time.monotonic)
 
     async def sleep(self, seconds: float) -> None:
@@ -55,8 +53,6 @@ class RealClock:
 
 
 class _ManualTimer:
-    __slots__ = ("callback", "cancelled", "when")
-
     def __init__(self, when: float, callback: Callable[[], object]) -> None:
         self.when = when
         self.callback = callback

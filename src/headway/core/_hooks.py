@@ -35,8 +35,6 @@ class Observable(Protocol):
 class NoHooks:
     """Discards events; the default, so an unobserved guard pays one no-op call at most."""
 
-    __slots__ = ()
-
     def on_event(self, kind: str, name: str, event: str, value: float = 1.0) -> None:
         return None
 
@@ -62,8 +60,6 @@ class RecordingHooks:
 
 class FanoutHooks:
     """Sends each event to several hooks (e.g. metrics and an access-log decision trail)."""
-
-    __slots__ = ("_targets",)
 
     def __init__(self, *targets: Hooks) -> None:
         self._targets = targets

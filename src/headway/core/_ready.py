@@ -12,8 +12,6 @@ class _Done:
     """Awaiting it returns ``None`` at once (falsy, so as an ``__aexit__`` result it never
     swallows an exception)."""
 
-    __slots__ = ()
-
     def __await__(self) -> Generator[Any, None, None]:
         return _EXHAUSTED
 

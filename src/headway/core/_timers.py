@@ -36,8 +36,6 @@ _CALLBACK = 2
 class TimerQueue:
     """Deadline timers for one clock on one event loop, backed by a single real timer."""
 
-    __slots__ = ("_clock", "_dead", "_heap", "_lazy", "_seq", "_timer", "_timer_when")
-
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._heap: list[TimerEntry] = []

@@ -55,8 +55,6 @@ _PATHS = {
 class ProxyCall:
     """One client request on its way through a route (and maybe its fallbacks)."""
 
-    __slots__ = ("headers", "parsed", "route_body", "tried", "upstream_model")
-
     def __init__(self, parsed: ParsedRequest, headers: list[Header]) -> None:
         self.parsed = parsed
         self.headers = headers

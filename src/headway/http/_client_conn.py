@@ -51,43 +51,6 @@ class _Stop(Exception):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = (
-        "_body_size",
-        "_buffered",
-        "_chunks",
-        "_clock",
-        "_delivered",
-        "_done",
-        "_fail",
-        "_fail_message",
-        "_head_done",
-        "_head_only",
-        "_head_seen",
-        "_informational",
-        "_keep_alive",
-        "_loop",
-        "_lost",
-        "_lost_waiter",
-        "_max_body",
-        "_max_buffered",
-        "_max_head",
-        "_owner",
-        "_parser",
-        "_paused",
-        "_stream_bound",
-        "_timeout_reason",
-        "_timers",
-        "_transport",
-        "_waiter",
-        "busy",
-        "headers",
-        "idle",
-        "idle_since",
-        "pooled",
-        "reused",
-        "status",
-    )
-
     def __init__(
         self,
         owner: _Owner,

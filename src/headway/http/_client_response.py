@@ -38,18 +38,6 @@ class _Owner(Protocol):
 
 
 class UpstreamResponse:
-    __slots__ = (
-        "_conn",
-        "_deadline",
-        "_first_timeout",
-        "_index",
-        "_looked_up",
-        "_owner",
-        "_stall_timeout",
-        "headers",
-        "status",
-    )
-
     def __init__(
         self,
         conn: UpstreamConnection,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 __all__ = ["Limits"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Limits:
     # Apache httpd LimitRequestLine default: 8190 bytes for the request line.
     max_url_bytes: int = 8190

@@ -18,17 +18,6 @@ class _Connection(Protocol):
 
 
 class Request:
-    __slots__ = (
-        "_conn",
-        "body",
-        "headers",
-        "http_version",
-        "keep_alive",
-        "method",
-        "path",
-        "query",
-    )
-
     def __init__(
         self,
         method: str,

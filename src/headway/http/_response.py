@@ -33,8 +33,6 @@ class AbortConnection(Exception):
 
 
 class Response:
-    __slots__ = ("body", "content_type", "headers", "status")
-
     def __init__(
         self,
         status: int = 200,
@@ -50,8 +48,6 @@ class Response:
 
 
 class StreamingResponse:
-    __slots__ = ("chunks", "content_type", "headers", "status")
-
     def __init__(
         self,
         chunks: AsyncIterable[bytes],

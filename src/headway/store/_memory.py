@@ -28,8 +28,6 @@ _MIN_SWEEP_INTERVAL = 1024
 class MemoryStore:
     """In-process :class:`~headway.store.SyncLimitStore`; not shared between processes."""
 
-    __slots__ = ("_clock", "_inserts", "_sweep_every", "_tats", "errors", "evicted", "max_keys")
-
     sync = True
 
     def __init__(self, max_keys: int = DEFAULT_MAX_KEYS, *, clock: Clock = REAL_CLOCK) -> None:

@@ -41,8 +41,6 @@ DEFAULT_LOAD_FACTOR = 1.25
 class PrefixAffinity:
     """Consistent hashing on the request key, with an optional bound on each endpoint's load."""
 
-    __slots__ = ("_fallback", "_ring", "load_factor", "vnodes_per_weight")
-
     def __init__(
         self,
         *,

@@ -42,29 +42,6 @@ _INF = math.inf
 class Endpoint(Generic[P]):
     """State of one upstream endpoint; generic over the ``payload`` the gateway attaches."""
 
-    __slots__ = (
-        "_eject_after",
-        "_on_streak",
-        "_stamp",
-        "breaker",
-        "breaker_until",
-        "clock",
-        "consecutive_failures",
-        "drained",
-        "ejected_until",
-        "ewma",
-        "failures",
-        "name",
-        "outstanding",
-        "payload",
-        "qualified_name",
-        "readmitted_at",
-        "requests",
-        "tau",
-        "times_ejected",
-        "weight",
-    )
-
     def __init__(
         self,
         name: str,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class OutlierPolicy:
     """How an endpoint set ejects failing endpoints; plain numbers the lead maps from config."""
 

@@ -31,8 +31,6 @@ class _TwoChoiceStrategy:
     Subclasses say what "better" means (:meth:`_better`); the drawing, the exclusion of already
     tried endpoints and the small-pool cases are shared."""
 
-    __slots__ = ("_choices", "_scratch")
-
     def __init__(self, *, rng: random.Random | None = None) -> None:
         rng = rng if rng is not None else random.Random()
         self._choices = TwoChoices(rng)
@@ -64,8 +62,6 @@ class _TwoChoiceStrategy:
 class LeastOutstandingP2C(_TwoChoiceStrategy):
     """Of two weighted random endpoints, the one with fewer requests in flight per weight."""
 
-    __slots__ = ()
-
     def _better(self, a: Endpoint[Any], b: Endpoint[Any]) -> Endpoint[Any]:
         # a.outstanding / a.weight <= b.outstanding / b.weight, without dividing.
         return a if a.outstanding * b.weight <= b.outstanding * a.weight else b
@@ -73,8 +69,6 @@ class LeastOutstandingP2C(_TwoChoiceStrategy):
 
 class PeakEwma(_TwoChoiceStrategy):
     """Of two weighted random endpoints, the one with the lower expected latency cost."""
-
-    __slots__ = ()
 
     def _better(self, a: Endpoint[Any], b: Endpoint[Any]) -> Endpoint[Any]:
         now = a.clock.now()

@@ -28,8 +28,6 @@ def hash64(data: str) -> int:
 class HashRing:
     """Points on a 64-bit circle, each owned by an endpoint."""
 
-    __slots__ = ("_owners", "_points", "endpoints", "total_weight")
-
     def __init__(self, endpoints: Sequence[Endpoint[Any]], vnodes_per_weight: int) -> None:
         placed: list[tuple[int, int]] = []
         for index, ep in enumerate(endpoints):

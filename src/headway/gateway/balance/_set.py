@@ -44,26 +44,6 @@ _DEFAULT_POLICY = OutlierPolicy()
 class EndpointSet(Generic[P]):
     """Holds a pool's endpoints, ejects outliers and picks an endpoint per request."""
 
-    __slots__ = (
-        "_all",
-        "_candidates",
-        "_clock",
-        "_ejected",
-        "_hooks",
-        "_next_check",
-        "_now",
-        "_rng",
-        "ejections",
-        "ejections_overflow",
-        "name",
-        "outlier",
-        "panic",
-        "panic_threshold",
-        "picks",
-        "readmissions",
-        "strategy",
-    )
-
     kind = "balancer"
 
     def __init__(

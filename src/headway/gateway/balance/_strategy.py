@@ -49,8 +49,6 @@ class TwoChoices:
     Cumulative weights are cached for the last list seen (by identity).
     """
 
-    __slots__ = ("_cum", "_for", "_n", "_random", "_total", "_uniform")
-
     def __init__(self, rng: random.Random | None = None) -> None:
         self._random = (rng if rng is not None else random.Random()).random
         self._for: Sequence[Endpoint[Any]] | None = None

@@ -41,7 +41,7 @@ def default_is_ignored(error: BaseException) -> bool:
     return isinstance(error, asyncio.CancelledError | Rejected) or not isinstance(error, Exception)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BreakerConfig:
     """Settings of one :class:`CircuitBreaker`; rates are percentages (0-100]."""
 

@@ -54,8 +54,6 @@ class Window(Protocol):
 class CountWindow:
     """The last ``size`` outcomes in a ring buffer; the oldest drops out as a new one comes in."""
 
-    __slots__ = ("_next", "_ring", "calls", "failures", "size", "slow_calls")
-
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError("window size must be at least 1")
@@ -105,17 +103,6 @@ class TimeWindow:
     A call ending at clock time ``t`` lands in second ``floor(t)``; at time ``now`` the window
     holds the seconds ``floor(now) - seconds + 1 .. floor(now)``.
     """
-
-    __slots__ = (
-        "_bucket_calls",
-        "_bucket_failures",
-        "_bucket_slow",
-        "_head",
-        "calls",
-        "failures",
-        "size",
-        "slow_calls",
-    )
 
     def __init__(self, seconds: int) -> None:
         if seconds < 1:

@@ -54,29 +54,6 @@ class Cache(Guard):
     As a decorator *with* ``key``, the request ``key`` receives is ``(args, kwargs)``.
     """
 
-    __slots__ = (
-        "_entries",
-        "_fill",
-        "_generation",
-        "_hooks",
-        "_key",
-        "_load_service",
-        "_max_entries",
-        "_now",
-        "_refreshing",
-        "_should_cache",
-        "_stale_ttl",
-        "_ttl",
-        "bypassed",
-        "evictions",
-        "hits",
-        "misses",
-        "name",
-        "refresh_errors",
-        "refreshes",
-        "stale_hits",
-    )
-
     kind = "cache"
 
     def __init__(

@@ -15,8 +15,6 @@ from typing import Any
 class Entry:
     """A stored response and the two instants (clock seconds) at which it ages."""
 
-    __slots__ = ("fresh_until", "stale_until", "value")
-
     def __init__(self, value: Any, fresh_until: float, stale_until: float) -> None:
         self.value = value
         self.fresh_until = fresh_until

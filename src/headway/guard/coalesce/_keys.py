@@ -17,8 +17,6 @@ class Invoke:
     Its identity also tags keys, so one guard decorating two functions never mixes their calls.
     """
 
-    __slots__ = ("fn",)
-
     def __init__(self, fn: Callable[..., Awaitable[Any]]) -> None:
         self.fn = fn
 

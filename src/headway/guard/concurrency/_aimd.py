@@ -14,8 +14,6 @@ from ._listeners import LimitListeners, check_bounds
 class AIMDLimit(LimitListeners):
     """Grow by one on each good sample under load; shrink by ``backoff_ratio`` on each drop."""
 
-    __slots__ = ("_backoff_ratio", "_max", "_min", "_timeout")
-
     def __init__(
         self,
         *,

@@ -24,8 +24,6 @@ class _ExpAverage:
     """Exponential moving average with factor 2/(window+1), a plain mean for the first
     ``warmup`` samples (as Netflix's ExpAvgMeasurement, warmup window 10)."""
 
-    __slots__ = ("_count", "_factor", "_sum", "_warmup", "value")
-
     def __init__(self, window: int, warmup: int) -> None:
         self._factor = 2.0 / (window + 1)
         self._warmup = warmup
@@ -46,18 +44,6 @@ class _ExpAverage:
 class Gradient2Limit(LimitListeners):
     """Shrink the limit as recent latency rises above the long-term latency; grow it slowly
     while it does not."""
-
-    __slots__ = (
-        "_drift_decay",
-        "_estimate",
-        "_long",
-        "_max",
-        "_min",
-        "_queue_size",
-        "_short",
-        "_smoothing",
-        "_tolerance",
-    )
 
     def __init__(
         self,

@@ -37,8 +37,6 @@ class LimitAlgorithm(Protocol):
 class FixedLimit:
     """A static limit: the bulkhead's algorithm, and the baseline to compare adaptive ones with."""
 
-    __slots__ = ("_limit",)
-
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")

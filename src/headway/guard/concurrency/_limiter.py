@@ -83,26 +83,6 @@ class ConcurrencyLimiter(Guard):
 
     kind = "concurrency"
 
-    __slots__ = (
-        "_algorithm",
-        "_clock",
-        "_completed",
-        "_dropped",
-        "_hooks",
-        "_inflight",
-        "_is_drop",
-        "_limit",
-        "_max_queue",
-        "_queue_timeout",
-        "_queue_timeouts",
-        "_rate",
-        "_rejected",
-        "_sampling",
-        "_starts",
-        "_waiters",
-        "name",
-    )
-
     def __init__(
         self,
         limit: LimitAlgorithm | int,
@@ -359,8 +339,6 @@ class Bulkhead(ConcurrencyLimiter):
     max_pending_requests circuit breakers; Hystrix's semaphore isolation)."""
 
     kind = "bulkhead"
-
-    __slots__ = ()
 
     def __init__(
         self,

@@ -12,8 +12,6 @@ from collections.abc import Callable
 class LimitListeners:
     """Base of adaptive algorithms: holds the integer limit and tells subscribers when it moves."""
 
-    __slots__ = ("_limit", "_listeners")
-
     def __init__(self, initial: int) -> None:
         self._limit = initial
         self._listeners: list[Callable[[int], None]] = []

@@ -17,8 +17,6 @@ DEFAULT_WINDOW = 1.0
 class CompletionRate:
     """Completions per second over the last full window (or the current partial one)."""
 
-    __slots__ = ("_clock", "_mark_count", "_mark_time", "_rate", "_window")
-
     def __init__(self, clock: Clock, window: float = DEFAULT_WINDOW) -> None:
         self._clock = clock
         self._window = window

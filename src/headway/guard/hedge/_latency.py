@@ -21,18 +21,6 @@ from headway.core import REAL_CLOCK, Clock
 class RotatingPercentile:
     """The ``percentile`` (0 < p <= 1) of latencies seen in the last completed window."""
 
-    __slots__ = (
-        "_clock",
-        "_count",
-        "_rotate_at",
-        "_samples",
-        "_value",
-        "capacity",
-        "min_samples",
-        "percentile",
-        "period",
-    )
-
     def __init__(
         self,
         percentile: float,

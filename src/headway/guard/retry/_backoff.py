@@ -28,8 +28,6 @@ class Backoff(Protocol):
 class ExponentialBackoff:
     """Full-jitter exponential backoff: ``uniform(0, min(cap, base * 2**attempt))``."""
 
-    __slots__ = ("_random", "base", "cap")
-
     def __init__(
         self,
         base: float = DEFAULT_BASE,

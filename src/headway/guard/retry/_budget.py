@@ -35,23 +35,6 @@ DEFAULT_SLICES = 10
 class RetryBudget:
     """Token bucket whose tokens expire: ``deposit()`` per request, ``try_withdraw()`` per retry."""
 
-    __slots__ = (
-        "_buckets",
-        "_clock",
-        "_deposit",
-        "_epoch",
-        "_index",
-        "_live",
-        "_reserve",
-        "_slice",
-        "deposits",
-        "min_retries_per_second",
-        "ratio",
-        "refused",
-        "ttl",
-        "withdrawals",
-    )
-
     def __init__(
         self,
         ratio: float = DEFAULT_RATIO,

@@ -20,8 +20,6 @@ DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (OSError,)
 class RetryPolicy:
     """Which errors to retry and the attempt limit (the first attempt counts)."""
 
-    __slots__ = ("_predicate", "max_attempts", "retry_on")
-
     def __init__(
         self,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,

@@ -43,21 +43,6 @@ class Retry(Guard):
     is credited once.
     """
 
-    __slots__ = (
-        "_clock",
-        "_deposit",
-        "_hooks",
-        "_max_retry_after",
-        "backoff",
-        "budget",
-        "budget_exhausted",
-        "calls",
-        "gave_up",
-        "name",
-        "policy",
-        "retries",
-    )
-
     kind = "retry"
 
     def __init__(

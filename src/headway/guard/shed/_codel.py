@@ -24,8 +24,6 @@ DEFAULT_INTERVAL = 0.1
 class QueueDelayDetector:
     """Tracks the minimum queueing delay per interval and whether the queue is standing."""
 
-    __slots__ = ("_min", "drop_after", "interval", "last_min", "overloaded", "target")
-
     def __init__(self, target: float = DEFAULT_TARGET, interval: float = DEFAULT_INTERVAL) -> None:
         if target <= 0 or interval <= 0:
             raise ValueError(f"target and interval must be > 0, got {target}, {interval}")

@@ -19,8 +19,6 @@ from typing import Generic, TypeVar
 class QueuedRequest:
     """What the queue needs to know about a waiter; the shedder subclasses it."""
 
-    __slots__ = ("enqueued_at", "priority", "tenant")
-
     def __init__(self, priority: int, tenant: Hashable, enqueued_at: float) -> None:
         self.priority = priority
         self.tenant = tenant
@@ -31,8 +29,6 @@ W = TypeVar("W", bound=QueuedRequest)
 
 
 class _Level(Generic[W]):
-    __slots__ = ("order", "rotation", "tenants")
-
     def __init__(self) -> None:
         # Insertion-ordered dict as an ordered set: O(1) removal anywhere, oldest and newest
         # at the ends.
@@ -44,8 +40,6 @@ class _Level(Generic[W]):
 
 class FairQueue(Generic[W]):
     """Waiters by priority level (``0 .. levels-1``, higher served first), fair across tenants."""
-
-    __slots__ = ("_levels", "size")
 
     def __init__(self, levels: int) -> None:
         self._levels: list[_Level[W]] = [_Level() for _ in range(levels)]
