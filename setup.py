@@ -49,11 +49,7 @@ def _mypyc_extensions() -> list[Extension]:
         print(f"headway: mypyc failed ({error!r}); the request path runs as Python",
               file=sys.stderr)  # fmt: skip
         return []
-    # With a dotted group name, mypyc writes the group's headers into the package's folder but
-    # includes them by bare name.
-    package = str(Path(target, *NATIVE["GROUP"].split(".")[:-1]))
     for extension in extensions:
-        extension.include_dirs.append(package)
         extension.optional = True  # a compile error leaves it out; _finish_native drops all
     return extensions
 
@@ -66,8 +62,9 @@ class BuildExt(build_ext):
         native = _mypyc_extensions()
         self._native = {e.name for e in native}
         self._native_failed: list[str] = []
-        group = NATIVE["GROUP"] + "__mypyc"
-        manifest = Path(self.get_ext_fullpath(group)).parent / NATIVE["MANIFEST"]
+        # The package's folder, here or in the build folder (this module's name is only a probe).
+        package = Path(self.get_ext_fullpath("headway._native")).parent
+        manifest = package / NATIVE["MANIFEST"]
         manifest.unlink(missing_ok=True)
         self._adopt(native)
         if native and not self.parallel:
@@ -117,6 +114,10 @@ class BuildExt(build_ext):
             source = extension.with_name(extension.name.split(".", 1)[0] + ".py")
             if source.exists() and source not in compiled:
                 extension.unlink()
+        group = NATIVE["GROUP"] + "__mypyc."
+        for library in [*package.parent.glob("*__mypyc.*"), *package.rglob("*__mypyc.*")]:
+            if not library.name.startswith(group):  # an earlier build's group
+                library.unlink()
 
 
 setup(

@@ -97,8 +97,10 @@ COMPILED: tuple[str, ...] = (
     "headway.gateway.balance._strategy",
 )
 
-#: The mypyc group: one shared library, ``headway/_compiled__mypyc*.so``, holds all their code.
-GROUP = "headway._compiled"
+#: The mypyc group: one shared library, ``headway_compiled__mypyc*.so``, holds all their code.
+#: It sits beside the package, not in it: mypyc derives each module's ``__file__`` from where
+#: the group's library is, and gets it wrong by one folder for a library inside the package.
+GROUP = "headway_compiled"
 #: The record of the build, next to this file: ``{"modules": {name: sha256 of the source}}``.
 MANIFEST = "_native.json"
 PURE_ENV = "HEADWAY_PURE_PYTHON"
@@ -200,5 +202,5 @@ def guard() -> None:
 def _group_built() -> bool:
     """Every extension of the build is there (a build that stopped half way is not used)."""
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    group = _PACKAGE_DIR / (GROUP.rsplit(".", 1)[1] + "__mypyc" + suffix)
+    group = _ROOT / (GROUP + "__mypyc" + suffix)
     return group.exists() and all(source_path(m).with_suffix(suffix).exists() for m in COMPILED)
