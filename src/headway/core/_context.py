@@ -44,7 +44,9 @@ class Priority(IntEnum):
         return member
 
 
-@dataclass
+# init=False: a written-out __init__ is compiled (headway._native) and called natively, where
+# the one dataclass writes at run time is Python (a request makes one Context).
+@dataclass(init=False)
 class Context:
     """What every guard may want to know about the request in flight."""
 
@@ -55,6 +57,20 @@ class Context:
     request_id: str | None = None
     #: Free-form request attributes (routing keys, decisions taken) shared along the request.
     attributes: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        deadline: float = math.inf,
+        priority: Priority = Priority.DEFAULT,
+        tenant: str | None = None,
+        request_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.priority = priority
+        self.tenant = tenant
+        self.request_id = request_id
+        self.attributes = {} if attributes is None else attributes
 
     def remaining(self, clock: Clock = REAL_CLOCK) -> float:
         """Seconds left before the deadline (may be negative; ``inf`` when there is none)."""

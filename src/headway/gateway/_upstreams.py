@@ -59,7 +59,8 @@ _JSON = b"application/json"
 UPSTREAM_IDLE_TIMEOUT = 4.0
 
 
-@dataclass
+# init=False: a written-out __init__ is compiled and called natively (see core.Context).
+@dataclass(init=False)
 class Reply:
     """A whole (non-streamed) upstream answer: relayed as is."""
 
@@ -68,6 +69,14 @@ class Reply:
     content_type: bytes = _JSON
     #: The qualified ``pool/endpoint`` name that answered (for the access log).
     endpoint: str = ""
+
+    def __init__(
+        self, status: int, body: bytes, content_type: bytes = _JSON, endpoint: str = ""
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.endpoint = endpoint
 
 
 @dataclass
