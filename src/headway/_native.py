@@ -73,6 +73,7 @@ COMPILED: tuple[str, ...] = (
     "headway.http._client_pool",
     "headway.http._client_response",
     "headway.http._limits",
+    "headway.http._names",
     "headway.http._protocol",
     "headway.http._request",
     "headway.http._response",

@@ -101,24 +101,24 @@ def parse_body(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
         raise chained(error, None)  # noqa: B904 - is ``from None`` (mypyc drops ``from``)
     if type(body) is not dict:
         raise BadRequest("the request body must be a JSON object", reason="invalid_body")
-    get = body.get
-    model = get("model")
+    fields: dict[str, Any] = body  # typed: compiled, .get is the dict primitive, not a call
+    model = fields.get("model")
     if type(model) is not str or not model:
         raise _missing_or_wrong(body, "model", "a non-empty string")
     if endpoint == "chat":
-        chars, tokens = _chat_size(get("messages"))
+        chars, tokens = _chat_size(fields.get("messages"))
     elif endpoint == "completions":
-        chars, tokens = _input_size(get("prompt"), "prompt")
+        chars, tokens = _input_size(fields.get("prompt"), "prompt")
     else:
-        chars, tokens = _input_size(get("input"), "input")
+        chars, tokens = _input_size(fields.get("input"), "input")
 
-    stream = get("stream")
+    stream = fields.get("stream")
     if stream is None:
         stream = False
     elif type(stream) is not bool:
         raise _wrong("stream", "a boolean")
     include_usage = False
-    options = get("stream_options")
+    options = fields.get("stream_options")
     if options is not None:
         if type(options) is not dict:
             raise _wrong("stream_options", "an object")
@@ -127,25 +127,25 @@ def parse_body(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
             if type(flag) is not bool:
                 raise _wrong("stream_options.include_usage", "a boolean")
             include_usage = flag
-    max_tokens = get("max_completion_tokens")
+    max_tokens = fields.get("max_completion_tokens")
     if max_tokens is None:
-        max_tokens = get("max_tokens")
+        max_tokens = fields.get("max_tokens")
         if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
             raise _wrong("max_tokens", "a positive integer")
     elif type(max_tokens) is not int or max_tokens < 1:
         raise _wrong("max_completion_tokens", "a positive integer")
-    n = get("n")
+    n = fields.get("n")
     if n is None:
         n = 1
     elif type(n) is not int or n < 1:
         raise _wrong("n", "a positive integer")
-    temperature = get("temperature")
+    temperature = fields.get("temperature")
     if temperature is not None and type(temperature) is not float and type(temperature) is not int:
         raise _wrong("temperature", "a number")
-    seed = get("seed")
+    seed = fields.get("seed")
     if seed is not None and type(seed) is not int:
         raise _wrong("seed", "an integer")
-    user = get("user")
+    user = fields.get("user")
     if user is not None and type(user) is not str:
         raise _wrong("user", "a string")
     return ParsedRequest(

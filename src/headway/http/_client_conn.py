@@ -31,6 +31,7 @@ import httptools
 from headway.core import Clock, DeadlineExceeded, UpstreamError, UpstreamTimeout
 from headway.core._timers import TimerQueue, timer_queue
 
+from ._names import lowered
 from ._response import Header
 
 __all__ = ["UpstreamConnection"]
@@ -225,7 +226,7 @@ class UpstreamConnection(asyncio.Protocol):
             raise _Stop("upstream sent more than one answer to one request")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        self.headers.append((lowered(name), value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()

@@ -23,6 +23,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
+from ._names import lowered
 from ._response import Header
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class UpstreamResponse:
         """A header's value by case-insensitive name, or None."""
         if isinstance(name, str):
             name = name.encode("latin-1")
-        name = name.lower()
+        name = lowered(name)
         index = self._index
         if index is not None:
             return index.get(name)

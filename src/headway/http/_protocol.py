@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from ._limits import Limits
+from ._names import lowered
 from ._request import Request
 from ._response import (
     AbortConnection,
@@ -106,6 +107,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._deadline = 0.0
+        self._tick = 0.0  # the loop's time when the data being parsed arrived
         self._timeout_action = _TIMEOUT_408
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -189,8 +191,9 @@ class HttpProtocol(asyncio.Protocol):
 
     # ---- deadline (one lazily re-armed timer) ---------------------------------------------
 
-    def _arm(self, seconds: float, action: int) -> None:
-        deadline = self._loop.time() + seconds
+    def _arm(self, seconds: float, action: int, now: float = -1.0) -> None:
+        """Move the deadline ``seconds`` past ``now`` (the loop's time; -1: read it)."""
+        deadline = (self._loop.time() if now < 0.0 else now) + seconds
         self._deadline = deadline
         self._timeout_action = action
         timer = self._timer
@@ -220,6 +223,9 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return
+        # One read of the loop's time for every parser callback this data triggers (uvloop's
+        # is the time cached for this loop turn anyway; asyncio's moves by microseconds).
+        self._tick = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -259,7 +265,7 @@ class HttpProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._body = []
         self._body_size = 0
-        self._arm(self._limits.header_timeout, _TIMEOUT_408)
+        self._arm(self._limits.header_timeout, _TIMEOUT_408, self._tick)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -273,7 +279,7 @@ class HttpProtocol(asyncio.Protocol):
             len(headers) >= self._limits.max_headers
         ):
             raise _Reject(error_response(431, "request header fields too large"))
-        name = name.lower()
+        name = lowered(name)
         previous = headers.get(name)
         headers[name] = value if previous is None else previous + b", " + value
 
@@ -286,7 +292,7 @@ class HttpProtocol(asyncio.Protocol):
         expect = headers.get(b"expect")
         if expect is not None and expect.lower() == b"100-continue":
             self._continue()
-        self._arm(self._limits.body_timeout, _TIMEOUT_408)
+        self._arm(self._limits.body_timeout, _TIMEOUT_408, self._tick)
 
     def _continue(self) -> None:
         """Ask for a body the client holds back until told to send it (RFC 9110 10.1.1).
@@ -310,18 +316,18 @@ class HttpProtocol(asyncio.Protocol):
         if self._body_size > self._limits.max_body_bytes:
             raise _Reject(error_response(413, "request body too large"))
         self._body.append(body)
-        self._deadline = self._loop.time() + self._limits.body_timeout
+        self._deadline = self._tick + self._limits.body_timeout
 
     def on_message_complete(self) -> None:
         self._in_message = False
         self._deadline = 0.0
         parser = self._parser
         url = self._url
-        q = url.find(b"?")
-        if q < 0:
+        if b"?" not in url:  # a containment test: url.find is a costly method call (see _names)
             path = url.decode("latin-1")
             query = ""
         else:
+            q = url.find(b"?")
             path = url[:q].decode("latin-1")
             query = url[q + 1 :].decode("latin-1")
         body = self._body

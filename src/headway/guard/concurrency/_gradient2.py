@@ -81,7 +81,11 @@ class Gradient2Limit(LimitListeners):
         self._min = min_limit
         self._max = max_limit
         self._smoothing = smoothing
-        self._queue_size = queue_size
+        # Decided once: callable() per sample is a builtin looked up and called every time.
+        self._queue_fn: Callable[[int], float] | None = (
+            None if isinstance(queue_size, int) else queue_size
+        )
+        self._queue_fixed = float(queue_size) if isinstance(queue_size, int) else 0.0
         self._tolerance = rtt_tolerance
         self._short = _ExpAverage(short_window, warmup=1)
         self._long = _ExpAverage(long_window, warmup=10)
@@ -102,8 +106,8 @@ class Gradient2Limit(LimitListeners):
 
     def on_sample(self, start: float, rtt: float, inflight: int, dropped: bool) -> None:
         estimate = self._estimate
-        queue_size = self._queue_size
-        queue = queue_size(int(estimate)) if callable(queue_size) else queue_size
+        queue_fn = self._queue_fn
+        queue = self._queue_fixed if queue_fn is None else queue_fn(int(estimate))
         short_rtt = self._short.add(rtt)
         long_rtt = self._long.add(rtt)
         if short_rtt <= 0.0:
