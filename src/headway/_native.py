@@ -80,6 +80,7 @@ COMPILED: tuple[str, ...] = (
     "headway.http._server",
     "headway.store._memory",
     "headway.store._gcra",
+    "headway.store._limit_store",
     "headway.gateway._app",
     "headway.gateway._openai",
     "headway.gateway._tenants",

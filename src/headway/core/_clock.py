@@ -13,7 +13,7 @@ import heapq
 import itertools
 from collections.abc import Callable
 from time import monotonic
-from typing import Protocol
+from typing import Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -146,5 +146,5 @@ async def _settle(turns: int = 8) -> None:
         await asyncio.sleep(0)
 
 
-REAL_CLOCK: Clock = RealClock()
+REAL_CLOCK: Final[Clock] = RealClock()
 """The shared real clock: stateless, so sharing it is not a global-state hazard."""

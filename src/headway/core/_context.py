@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 from ._clock import REAL_CLOCK, Clock
 
@@ -94,8 +94,8 @@ class _NoRequestAttributes(dict[str, Any]):
         raise RuntimeError("no request in flight")
 
 
-_EMPTY = Context(attributes=_NoRequestAttributes())
-_current: contextvars.ContextVar[Context] = contextvars.ContextVar("headway_context")
+_EMPTY: Final = Context(attributes=_NoRequestAttributes())
+_current: Final[contextvars.ContextVar[Context]] = contextvars.ContextVar("headway_context")
 
 
 def current_context() -> Context:

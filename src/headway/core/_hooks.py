@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class Hooks(Protocol):
@@ -39,7 +39,7 @@ class NoHooks:
         return None
 
 
-NO_HOOKS: Hooks = NoHooks()
+NO_HOOKS: Final[Hooks] = NoHooks()
 
 
 class RecordingHooks:

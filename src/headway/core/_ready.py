@@ -5,7 +5,7 @@ running a coroutine (about 150 ns per ``async with`` on CPython 3.11)."""
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any, cast
+from typing import Any, Final, cast
 
 
 class _Done:
@@ -17,6 +17,6 @@ class _Done:
 
 
 # An exhausted iterator stays exhausted, so one serves every ``await``: no allocation.
-_EXHAUSTED = cast(Generator[Any, None, None], iter(()))
+_EXHAUSTED: Final = cast(Generator[Any, None, None], iter(()))
 
-DONE = _Done()
+DONE: Final = _Done()

@@ -19,18 +19,18 @@ import math
 import weakref
 from collections.abc import Callable
 from itertools import count
-from typing import Any
+from typing import Any, Final
 
 from ._clock import Clock, RealClock, TimerHandle
 
 # Compact when at least this many entries are dead and they are the majority.
-_COMPACT_MIN_DEAD = 256
+_COMPACT_MIN_DEAD: Final = 256
 
 
 # A heap entry is a list ``[when, seq, callback]`` so heapq compares it in C; a removed entry
 # has its callback set to None and is dropped lazily.
 TimerEntry = list[Any]
-_CALLBACK = 2
+_CALLBACK: Final = 2
 
 
 class TimerQueue:

@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from typing import IO, Any, NamedTuple
+from contextvars import Token
+from typing import IO, Any, Final, NamedTuple
 
 import orjson
 
@@ -60,7 +61,7 @@ from ._errors import (
     reason_label,
 )
 from ._observation import Observation, new_observation
-from ._openai import ParsedRequest, extract_usage, parse_body
+from ._openai import Endpoint, ParsedRequest, extract_usage, parse_body
 from ._openapi import DOCUMENT_JSON
 from ._recorder import new_request_id
 from ._relay import CLIENT_CLOSED, relay
@@ -73,9 +74,9 @@ from ._stage import StagedConfig
 from ._tenants import Admission, Tenant
 from ._upstreams import Reply, endpoint_names
 
-log = logging.getLogger("headway.gateway")
+log: Final = logging.getLogger("headway.gateway")
 
-_ENDPOINTS: dict[str, Any] = {
+_ENDPOINTS: Final[dict[str, Endpoint]] = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
@@ -83,19 +84,19 @@ _ENDPOINTS: dict[str, Any] = {
 # Request headers forwarded upstream (everything else is the client's business with us): the
 # W3C trace context. Not OpenAI-Organization/-Project: with the gateway's own upstream key they
 # would let a tenant choose which of the gateway's organizations or projects gets billed.
-_FORWARD = (b"traceparent", b"tracestate")
+_FORWARD: Final = (b"traceparent", b"tracestate")
 # Client timeout headers, in seconds: ours, and the one the official OpenAI SDKs send.
-_TIMEOUT_HEADERS = (b"x-headway-timeout", b"x-stainless-timeout")
-_JSON = b"application/json"
-_CONTENT_TYPE = (b"content-type", _JSON)
+_TIMEOUT_HEADERS: Final = (b"x-headway-timeout", b"x-stainless-timeout")
+_JSON: Final = b"application/json"
+_CONTENT_TYPE: Final = (b"content-type", _JSON)
 
 
 #: The access-log logger: one JSON line per request at INFO (configure its handler and level).
-ACCESS_LOGGER = "headway.access"
+ACCESS_LOGGER: Final = "headway.access"
 # How often a buffered access-log stream is flushed: lines reach the file within a second, and
 # the request path never waits on a write syscall (our choice; nginx's access_log flush= is
 # similar, e.g. flush=1s).
-ACCESS_LOG_FLUSH_SECONDS = 1.0
+ACCESS_LOG_FLUSH_SECONDS: Final = 1.0
 
 
 class _Labels(NamedTuple):
@@ -115,9 +116,24 @@ def _label_sources(config: GatewayConfig) -> _Labels:
 
 
 class _Claim:
-    """What one request holds while it is served (see ``Gateway._proxy``)."""
+    """One API request as it is served: what ``_prepare`` decided, and what it holds (given
+    back by ``Gateway._serve``, or by the stream's ``relay`` when it ends)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        parsed: ParsedRequest,
+        route: ModelRoute,
+        side: Side | None,
+        tenant: Tenant,
+        ctx: Context,
+        token: Token[Context],
+    ) -> None:
+        self.parsed = parsed
+        self.route = route  # the model's route (a flag may have chosen another model's)
+        self.side = side  # the canary split's side, when the model has one
+        self.tenant = tenant
+        self.ctx = ctx
+        self.token = token  # set_context's, for reset_context
         self.admitted = False  # inside the admission (load shedder)
         self.admission: Admission | None = None  # the tenant's quota claim
         self.sync = True  # the quota store answers in-process (no await to give back)
@@ -363,36 +379,9 @@ class Gateway:
             runtime = self.staged.pick(request.headers, runtime)
         path = request.path
         endpoint = _ENDPOINTS.get(path)
+        if endpoint is not None:
+            return await self._serve(runtime, request, endpoint)
         try:
-            if endpoint is not None:
-                recorder = runtime.recorder
-                if recorder is None:
-                    return await self._proxy(runtime, request, endpoint, None)
-                # Observed: the same call, timed from here and recorded once (a stream's when
-                # it ends, in ``_relay``), inline so the path pays no extra coroutine frame.
-                obs = new_observation(self._clock.now(), endpoint)
-                tracer = runtime.tracer
-                if tracer is not None:
-                    obs.trace = tracer.request(
-                        request.method, request.path, endpoint, request.headers
-                    )
-                    obs.trace.enter()
-                try:
-                    response = await self._proxy(runtime, request, endpoint, obs)
-                except Exception as error:
-                    err = http_error(error)
-                    recorder.finish(obs, err.status, reason_label(err.reason))
-                    return error_response_for(error)
-                except asyncio.CancelledError:
-                    recorder.finish(obs, CLIENT_CLOSED, "client_closed")
-                    raise
-                finally:
-                    if obs.trace is not None:
-                        obs.trace.exit()
-                if not obs.stream:
-                    status = response.status
-                    recorder.finish(obs, status, "ok" if status < 400 else "upstream_status")
-                return response
             if path == "/v1/models":
                 return self._models(runtime, request)
             if path == "/healthz":
@@ -404,6 +393,57 @@ class Gateway:
             raise NotFound(f"unknown path {path}")
         except Exception as error:
             return error_response_for(error)
+
+    async def _serve(
+        self, runtime: Runtime, request: Request, endpoint: Endpoint
+    ) -> Response | StreamingResponse:
+        """One API call: prepared (sync), admitted and answered (``_admitted``), then what it
+        holds given back and, when observed, its outcome recorded (a stream's when it ends, in
+        ``relay``). Two coroutines deep: each one fewer is a frame fewer on every request."""
+        recorder = runtime.recorder
+        obs: Observation | None = None
+        if recorder is not None:
+            obs = new_observation(self._clock.now(), endpoint)
+            tracer = runtime.tracer
+            if tracer is not None:
+                obs.trace = tracer.request(request.method, request.path, endpoint, request.headers)
+                obs.trace.enter()
+        claim: _Claim | None = None
+        failure: BaseException | None = None
+        try:
+            claim = self._prepare(runtime, request, endpoint, obs)
+            response = await self._admitted(runtime, request, claim, obs)
+        except BaseException as error:  # failures, and cancellation (the client went away)
+            failure = error
+        # Give back what the request holds, after the ``try`` (an await in a handler or a
+        # ``finally`` is what mypyc gets wrong: tests/unit/test_native.py). A stream keeps
+        # its claim until it ends (``relay`` gives it back).
+        if claim is not None:
+            if failure is not None and claim.admission is not None:
+                if claim.sync:
+                    claim.admission.release_nowait()
+                else:
+                    await claim.admission.release()
+            if not claim.streaming:
+                if claim.admitted:
+                    runtime.admission.leave()
+                runtime.leave()
+            reset_context(claim.token)
+        if obs is not None and obs.trace is not None:
+            obs.trace.exit()
+        if failure is None:
+            if recorder is not None and obs is not None and not obs.stream:
+                status = response.status
+                recorder.finish(obs, status, "ok" if status < 400 else "upstream_status")
+            return response
+        if isinstance(failure, Exception):
+            if recorder is not None and obs is not None:
+                err = http_error(failure)
+                recorder.finish(obs, err.status, reason_label(err.reason))
+            return error_response_for(failure)
+        if recorder is not None and obs is not None and isinstance(failure, asyncio.CancelledError):
+            recorder.finish(obs, CLIENT_CLOSED, "client_closed")
+        raise failure
 
     def _models(self, runtime: Runtime, request: Request) -> Response:
         tenant = runtime.directory.authenticate_headers(request.headers)
@@ -421,9 +461,11 @@ class Gateway:
         )
         return _json(200 if ready else 503, {"ready": ready, "models": list(runtime.routes)})
 
-    async def _proxy(
-        self, runtime: Runtime, request: Request, endpoint: Any, obs: Observation | None
-    ) -> Response | StreamingResponse:
+    def _prepare(
+        self, runtime: Runtime, request: Request, endpoint: Endpoint, obs: Observation | None
+    ) -> _Claim:
+        """Who asks (401), what (400/413), for which model (404/403), by when, how urgently:
+        the request's context, made current, and counted in its runtime."""
         if request.method != "POST":
             raise MethodNotAllowed(f"{request.path} takes POST")
         tenant = runtime.directory.authenticate_headers(request.headers)
@@ -471,48 +513,22 @@ class Gateway:
             obs.attributes = ctx.attributes
         token = set_context(ctx)
         runtime.enter()
-        claim = _Claim()
-        failure: BaseException | None = None
-        try:
-            response = await self._admitted(
-                runtime, request, parsed, route, side, tenant, ctx, obs, claim
-            )
-        except BaseException as error:  # failures, and cancellation (the client went away)
-            failure = error
-        # Give back what the request holds, after the ``try`` (an await in a handler or a
-        # ``finally`` is what mypyc gets wrong: tests/unit/test_native.py). A stream keeps
-        # its claim until it ends (``relay`` gives it back).
-        if failure is not None and claim.admission is not None:
-            if claim.sync:
-                claim.admission.release_nowait()
-            else:
-                await claim.admission.release()
-        if not claim.streaming:
-            if claim.admitted:
-                runtime.admission.leave()
-            runtime.leave()
-        reset_context(token)
-        if failure is not None:
-            raise failure
-        return response
+        return _Claim(parsed, route, side, tenant, ctx, token)
 
     async def _admitted(
-        self,
-        runtime: Runtime,
-        request: Request,
-        parsed: ParsedRequest,
-        route: ModelRoute,
-        side: Side | None,
-        tenant: Tenant,
-        ctx: Context,
-        obs: Observation | None,
-        claim: _Claim,
+        self, runtime: Runtime, request: Request, claim: _Claim, obs: Observation | None
     ) -> Response | StreamingResponse:
         """Admission, the tenant's quotas, the route, and the answer; ``claim`` records what
-        the request took, for ``_proxy`` to give back."""
+        the request took, for ``_serve`` to give back."""
+        parsed = claim.parsed
+        side = claim.side
+        tenant = claim.tenant
+        ctx = claim.ctx
         if obs is not None and obs.trace is not None:
             obs.trace.admission_start(ctx.priority, tenant.name)
-        await runtime.admission.__aenter__()
+        admission_queue = runtime.admission
+        if not admission_queue.enter_now():
+            await admission_queue.__aenter__()
         claim.admitted = True
         guards = runtime.tenant_guards
         estimate = guards.estimate_tokens(
@@ -536,7 +552,7 @@ class Gateway:
             headers = [_CONTENT_TYPE]
         call = ProxyCall(parsed, headers)
         # ``route.service`` is what ``route(call)`` awaits; calling it directly saves a frame.
-        reply = await (route.service if side is None else side.service)(call)
+        reply = await (claim.route.service if side is None else side.service)(call)
         if isinstance(reply, Reply):
             # Usage corrects a TPM charge and feeds metrics: parsed only if either wants it.
             counts = admission.counts_tokens

@@ -227,7 +227,7 @@ def _input_size(value: object, param: str) -> tuple[int, int]:
 
 # -- rewriting -------------------------------------------------------------------------------------
 
-_INCLUDE_USAGE = {"include_usage": True}
+_INCLUDE_USAGE: Final = {"include_usage": True}
 
 
 def needs_usage(parsed: ParsedRequest) -> bool:
@@ -280,7 +280,7 @@ def is_deterministic(parsed: ParsedRequest) -> bool:
 
 # -- usage -----------------------------------------------------------------------------------------
 
-_USAGE_KEY = b'"usage"'
+_USAGE_KEY: Final = b'"usage"'
 
 
 def extract_usage(data: bytes) -> Usage | None:
@@ -479,7 +479,7 @@ def _skip_spaces(data: bytes, i: int, end: int) -> int:
 
 # Measured: orjson parses a 500-byte completion in ~1 us, less than finding and slicing the
 # usage object in Python; the slice pays off only on large bodies (embedding vectors).
-_WHOLE_BODY_MAX = 16384
+_WHOLE_BODY_MAX: Final = 16384
 
 
 def _body_usage(data: bytes) -> Usage | None:
@@ -532,4 +532,4 @@ def _usage_from(prompt: int, completion: int, total: int) -> Usage | None:
 
 
 # Building the tuple directly skips NamedTuple's Python-level __new__.
-_new = tuple.__new__
+_new: Final = tuple.__new__

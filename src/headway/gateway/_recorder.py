@@ -19,13 +19,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Final
 
 from headway.core import Clock
 from headway.observe import AccessLog, GatewayMetrics, SloBook
 
 from ._observation import Observation
 
-log = logging.getLogger("headway.gateway")
+log: Final = logging.getLogger("headway.gateway")
 
 
 def new_request_id() -> str:

@@ -15,7 +15,7 @@ never act after the first byte reached the client (ARCHITECTURE "Streams").
 from __future__ import annotations
 
 from collections.abc import Awaitable, Hashable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from headway.config import ModelConfig
 from headway.core import (
@@ -45,7 +45,7 @@ from ._upstreams import Header, Pool, Reply, StreamReply
 from .balance import Endpoint as Slot
 from .balance import prompt_prefix_key
 
-_PATHS = {
+_PATHS: Final = {
     "chat": b"/chat/completions",
     "completions": b"/completions",
     "embeddings": b"/embeddings",

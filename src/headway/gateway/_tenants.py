@@ -79,10 +79,10 @@ def hash_api_key(key: str) -> str:
 
 # -- authentication --------------------------------------------------------------------------------
 
-_BEARER = b"bearer "
+_BEARER: Final = b"bearer "
 # A key is visible ASCII (RFC 9110 token68-ish); 512 bytes is far above any real key (OpenAI's
 # are ~160) and bounds the hashing work an attacker can ask for.
-_MAX_KEY_BYTES = 512
+_MAX_KEY_BYTES: Final = 512
 
 
 class TenantDirectory:
@@ -157,9 +157,9 @@ class TenantDirectory:
         return f"TenantDirectory({len(self.tenants)} tenants, {len(self._by_digest)} keys)"
 
 
-_DUMMY_DIGEST = bytes(32)
+_DUMMY_DIGEST: Final = bytes(32)
 # Printable ASCII without space (0x21..0x7e): what a key may contain.
-_VISIBLE_ASCII = bytes(range(0x21, 0x7F))
+_VISIBLE_ASCII: Final = bytes(range(0x21, 0x7F))
 
 
 def _parse_digest(key_hash: str, tenant: str) -> bytes:
@@ -181,12 +181,12 @@ def _parse_digest(key_hash: str, tenant: str) -> bytes:
 
 # Completion tokens charged up front when a request sets no max_tokens. Our choice: a typical
 # chat answer; the charge is corrected from `usage` afterwards, so this only shapes bursts.
-DEFAULT_COMPLETION_TOKENS = 256
+DEFAULT_COMPLETION_TOKENS: Final = 256
 # Retry hint for the concurrency cap, which cannot know when a slot frees. Our choice: 1 s, the
 # smallest whole Retry-After.
-CONCURRENCY_RETRY_AFTER = 1.0
+CONCURRENCY_RETRY_AFTER: Final = 1.0
 # OpenAI's quotas are per minute (RPM/TPM).
-_MINUTE = 60.0
+_MINUTE: Final = 60.0
 
 
 class _TenantState:

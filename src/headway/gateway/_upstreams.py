@@ -22,7 +22,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from headway.config import PoolConfig
 from headway.core import (
@@ -55,8 +55,8 @@ Header = tuple[bytes, bytes]
 #: Observes one upstream attempt: ``(endpoint, status or 0 when no response, seconds)``.
 AttemptObserver = Callable[[tuple[str, int, float]], object]
 
-_JSON = b"application/json"
-UPSTREAM_IDLE_TIMEOUT = 4.0
+_JSON: Final = b"application/json"
+UPSTREAM_IDLE_TIMEOUT: Final = 4.0
 
 
 # init=False: a written-out __init__ is compiled and called natively (see core.Context).
@@ -285,7 +285,9 @@ class Pool:
                     retry_after=_retry_after(response.header(b"retry-after")),
                 )
             if not stream or status != 200:
-                data = await response.read()
+                data = response.read_now()
+                if data is None:
+                    data = await response.read()
                 # A 4xx is the client's doing, not the endpoint's: it counts as a success.
                 self._finish(slot, permit, start, inflight, None, False)
                 if self._on_attempt is not None:

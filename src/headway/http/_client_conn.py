@@ -24,21 +24,21 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import httptools
 
 from headway.core import Clock, DeadlineExceeded, UpstreamError, UpstreamTimeout
-from headway.core._timers import TimerQueue, timer_queue
+from headway.core._timers import TimerEntry, TimerQueue, timer_queue
 
 from ._names import lowered
 from ._response import Header
 
 __all__ = ["UpstreamConnection"]
 
-_INF = float("inf")
-_CONNECTION_RESET = "connection_reset"
-_BAD_RESPONSE = "bad_response"
+_INF: Final = float("inf")
+_CONNECTION_RESET: Final = "connection_reset"
+_BAD_RESPONSE: Final = "bad_response"
 
 
 class _Owner(Protocol):
@@ -75,6 +75,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
+        self._entry: TimerEntry | None = None  # the timer of the wait in progress
         self._timeout_reason: str | None = None
         self._lost = False
         self._lost_waiter: asyncio.Future[None] | None = None
@@ -319,7 +320,12 @@ class UpstreamConnection(asyncio.Protocol):
         while not self._head_done:
             if self._fail is not None:
                 raise self.error()
-            await self._wait(seconds, "ttft_timeout", deadline)
+            # _wait's steps inline: every request waits here, and a coroutine less is cheaper.
+            waiter = self._arm_wait(seconds, "ttft_timeout", deadline)
+            try:
+                await waiter
+            finally:
+                self._disarm_wait()
         if self._fail is not None:
             raise self.error()
 
@@ -389,32 +395,43 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def _wait(self, seconds: float | None, reason: str, deadline: float) -> None:
         """Until the parser reports progress, the phase timeout, or the deadline."""
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        limit = deadline
-        timeout_reason = None
-        if seconds is not None:
-            at = self._clock.now() + seconds
-            if at < limit:
-                limit = at
-                timeout_reason = reason
-        if limit == _INF:
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-            return
-        if limit <= self._clock.now():
-            self._waiter = None
-            raise self._timeout_error(timeout_reason)
-        self._timeout_reason = timeout_reason
-        timers = self._timers
-        entry = timers.add(limit, self._on_timeout)
+        waiter = self._arm_wait(seconds, reason, deadline)
         try:
             await waiter
         finally:
-            timers.remove(entry)
-            self._waiter = None
+            self._disarm_wait()
+
+    def _arm_wait(
+        self, seconds: float | None, reason: str, deadline: float
+    ) -> asyncio.Future[None]:
+        """The future the parser wakes on progress, with its timer (the phase's timeout or the
+        deadline, the earlier) registered; raises at once when that has already passed. Await
+        it, then :meth:`_disarm_wait` however the wait ended."""
+        limit = deadline
+        timeout_reason = None
+        if seconds is not None:
+            now = self._clock.now()
+            at = now + seconds
+            if at < limit:
+                limit = at
+                timeout_reason = reason
+            if limit <= now:
+                raise self._timeout_error(timeout_reason)
+        elif limit != _INF and limit <= self._clock.now():
+            raise self._timeout_error(timeout_reason)
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        if limit != _INF:
+            self._timeout_reason = timeout_reason
+            self._entry = self._timers.add(limit, self._on_timeout)
+        return waiter
+
+    def _disarm_wait(self) -> None:
+        entry = self._entry
+        if entry is not None:
+            self._entry = None
+            self._timers.remove(entry)
+        self._waiter = None
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -29,6 +29,7 @@ import functools
 import math
 from collections import deque
 from collections.abc import Sequence
+from typing import Final
 
 from headway.core import (
     NO_HOOKS,
@@ -53,17 +54,19 @@ from ._response import Header
 
 __all__ = ["UpstreamPool"]
 
-_CRLF = b"\r\n"
-_SEP = b": "
-_CONTENT_LENGTH = b"content-length: "
-_END_HEAD = b"\r\n\r\n"
-_METHODS = {m: m.encode() for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
+_CRLF: Final = b"\r\n"
+_SEP: Final = b": "
+_CONTENT_LENGTH: Final = b"content-length: "
+_END_HEAD: Final = b"\r\n\r\n"
+_METHODS: Final = {
+    m: m.encode() for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+}
 # Methods whose requests carry a content-length even when the body is empty (RFC 9110 8.6).
-_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+_BODY_METHODS: Final = frozenset((b"POST", b"PUT", b"PATCH"))
 # Bodies larger than this go out in a second write rather than being copied into the head.
-_JOIN_BODY_BELOW = 64 * 1024
+_JOIN_BODY_BELOW: Final = 64 * 1024
 # Request heads remembered per (method, path); a gateway pool uses three or four paths.
-_MAX_CACHED_HEADS = 32
+_MAX_CACHED_HEADS: Final = 32
 
 
 class UpstreamPool:

@@ -93,6 +93,18 @@ class UpstreamResponse:
         conn = self._conn
         return conn is not None and conn.delivered
 
+    def read_now(self) -> bytes | None:
+        """The whole body if all of it has arrived (releasing the connection, as :meth:`read`
+        does), else None: then ``await read()``. A small answer usually comes with its head, and
+        this takes it without a coroutine."""
+        conn = self._conn
+        if conn is None or not conn.done:
+            return None
+        body = conn.take_body()
+        self._conn = None
+        self._owner._release(conn)
+        return body
+
     async def read(self) -> bytes:
         """The whole body; releases the connection."""
         conn = self._conn

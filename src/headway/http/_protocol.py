@@ -29,7 +29,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -52,23 +52,23 @@ __all__ = ["Handler", "HttpProtocol"]
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
-log = logging.getLogger("headway.http")
+log: Final = logging.getLogger("headway.http")
 
-_CRLF = b"\r\n"
-_CHUNK_END = b"0\r\n\r\n"
-_CLOSE = b"connection: close\r\n"
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
-_CHUNKED = b"transfer-encoding: chunked\r\n"
-_LINGER_RESET = struct.pack("ii", 1, 0)
+_CRLF: Final = b"\r\n"
+_CHUNK_END: Final = b"0\r\n\r\n"
+_CLOSE: Final = b"connection: close\r\n"
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_KEEP_ALIVE_10: Final = b"connection: keep-alive\r\n"
+_CHUNKED: Final = b"transfer-encoding: chunked\r\n"
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 # A kept-alive HTTP/1.1 answer with a body and no extra headers: status line, content type,
 # date line, length, body.
-_PLAIN_ANSWER = b"%bcontent-type: %b\r\n%bcontent-length: %d\r\n\r\n%b"
-_INTERNAL = error_response(500, "internal server error", code="internal_error")
+_PLAIN_ANSWER: Final = b"%bcontent-type: %b\r\n%bcontent-length: %d\r\n\r\n%b"
+_INTERNAL: Final = error_response(500, "internal server error", code="internal_error")
 
 # What a timed-out phase does: answer 408 and close, or close silently (idle keep-alive).
-_TIMEOUT_408 = 1
-_TIMEOUT_SILENT = 0
+_TIMEOUT_408: Final = 1
+_TIMEOUT_SILENT: Final = 0
 
 
 class _Reject(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Sequence
 from http import HTTPStatus
+from typing import Final
 
 import orjson
 
@@ -24,8 +25,8 @@ __all__ = [
 ]
 
 Header = tuple[bytes, bytes]
-JSON = b"application/json"
-SSE = b"text/event-stream"
+JSON: Final = b"application/json"
+SSE: Final = b"text/event-stream"
 
 
 class AbortConnection(Exception):
@@ -66,7 +67,7 @@ def _status_lines() -> dict[int, bytes]:
     return {int(s): b"HTTP/1.1 %d %s\r\n" % (s, s.phrase.encode()) for s in HTTPStatus}
 
 
-_STATUS_LINES = _status_lines()
+_STATUS_LINES: Final = _status_lines()
 
 
 def status_line(status: int) -> bytes:
@@ -76,7 +77,7 @@ def status_line(status: int) -> bytes:
     return line
 
 
-_ERROR_TYPES = {
+_ERROR_TYPES: Final = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",

@@ -29,7 +29,7 @@ than fresh.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 
 class Decision(NamedTuple):
@@ -82,4 +82,4 @@ def _admitted(new_tat: float, now: float, emission_interval: float, tolerance: f
 
 
 # Building the tuple directly skips NamedTuple's Python-level __new__ (about 2x cheaper).
-_new = tuple.__new__
+_new: Final = tuple.__new__

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 from ._gcra import Decision
 
 
@@ -60,24 +62,30 @@ class LimitStore(Protocol):
         ...
 
 
-class SyncLimitStore(LimitStore, Protocol):
-    """A store whose step is a plain function call (in-process state)."""
+# A base class, not a Protocol: the request path is compiled (headway._native), and compiled
+# code calls a base class's methods through a table with unboxed floats, a Protocol's by name.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class SyncLimitStore:
+    """Base of a store whose step is a plain function call (in-process state). A subclass also
+    implements :class:`LimitStore`, and sets ``sync`` True."""
+
+    sync = True
 
     def admit(
         self, key: str, emission_interval: float, tolerance: float, cost: float, now: float
     ) -> float:
         """The hot path: 0.0 when admitted (and charged), else seconds until it would be
         (``inf`` when it never can). Allocates nothing."""
-        ...
+        raise NotImplementedError
 
     def acquire_nowait(
         self, key: str, emission_interval: float, tolerance: float, cost: float, now: float
     ) -> Decision:
         """Like :meth:`LimitStore.acquire`, synchronously, with the full decision."""
-        ...
+        raise NotImplementedError
 
     def adjust_nowait(
         self, key: str, emission_interval: float, tolerance: float, delta: float, now: float
     ) -> Decision:
         """Like :meth:`LimitStore.adjust`, synchronously."""
-        ...
+        raise NotImplementedError

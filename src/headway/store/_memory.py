@@ -14,18 +14,20 @@ Guarantees:
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from headway.core import REAL_CLOCK, Clock
 
 from ._gcra import Decision, gcra_step
+from ._limit_store import SyncLimitStore
 
 # Our choice: ~100 bytes per entry, so 100k tenants/keys cost ~10 MB at most.
-DEFAULT_MAX_KEYS = 100_000
+DEFAULT_MAX_KEYS: Final = 100_000
 # Sweep no more often than every 1024 new keys, so small stores are not swept constantly.
-_MIN_SWEEP_INTERVAL = 1024
+_MIN_SWEEP_INTERVAL: Final = 1024
 
 
-class MemoryStore:
+class MemoryStore(SyncLimitStore):
     """In-process :class:`~headway.store.SyncLimitStore`; not shared between processes."""
 
     sync = True

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Final
 
 from ._endpoint import Endpoint
 from ._p2c import LeastOutstandingP2C
@@ -32,10 +32,10 @@ from ._ring import HashRing, hash64
 # Virtual nodes per unit of weight: with 100 points per endpoint the share of keys an endpoint
 # owns stays within about 10% of its weight share (the usual ring setting; ketama places 160
 # points per server).
-DEFAULT_VNODES_PER_WEIGHT = 100
+DEFAULT_VNODES_PER_WEIGHT: Final = 100
 # Bounded-load factor c (Mirrokni et al. 2018): each endpoint may carry up to 25% more than its
 # fair share before keys spill over; the brief's choice, a trade between affinity and balance.
-DEFAULT_LOAD_FACTOR = 1.25
+DEFAULT_LOAD_FACTOR: Final = 1.25
 
 
 class PrefixAffinity:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from headway.core import REAL_CLOCK, Clock
 
@@ -30,13 +30,13 @@ P = TypeVar("P")
 
 # Finagle p2cPeakEwma decayTime default: 10 s (finagle-core Balancers.scala); tower's
 # load::PeakEwma takes the same "decay" parameter from its caller.
-DEFAULT_DECAY_SECONDS = 10.0
+DEFAULT_DECAY_SECONDS: Final = 10.0
 # The estimate before the first sample. tower's PeakEwma asks its caller for a `default_rtt`;
 # Finagle starts at 0 with a penalty for unanswered endpoints. 30 ms is our choice: low enough
 # that a new endpoint is tried soon, and replaced by the first real sample (peak rule).
-DEFAULT_RTT_SECONDS = 0.03
+DEFAULT_RTT_SECONDS: Final = 0.03
 
-_INF = math.inf
+_INF: Final = math.inf
 
 
 class Endpoint(Generic[P]):

@@ -18,8 +18,9 @@ treated as zero, so a clock that does not move never makes the estimate grow.
 from __future__ import annotations
 
 import math
+from typing import Final
 
-_exp = math.exp
+_exp: Final = math.exp
 
 
 def decayed(estimate: float, elapsed: float, tau: float) -> float:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Final
 
 # How much of the prompt decides the key: long enough to tell system prompts apart, short
 # enough that a conversation keeps its key as it grows. Our choice (the brief's default).
-DEFAULT_PREFIX_CHARS = 256
+DEFAULT_PREFIX_CHARS: Final = 256
 
 
 def prompt_prefix_key(messages_or_prompt: Any, chars: int = DEFAULT_PREFIX_CHARS) -> str:

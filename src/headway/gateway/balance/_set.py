@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Collection, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from headway.core import NO_HOOKS, REAL_CLOCK, Clock, Hooks
 from headway.guard.breaker import BreakerState, CircuitBreaker
@@ -35,10 +35,10 @@ from ._strategy import Strategy
 P = TypeVar("P")
 
 # Envoy panic threshold default: 50% healthy (panic_threshold.rst; ref §0 and §1.9, §4.2).
-DEFAULT_PANIC_THRESHOLD = 50.0
+DEFAULT_PANIC_THRESHOLD: Final = 50.0
 
-_INF = math.inf
-_DEFAULT_POLICY = OutlierPolicy()
+_INF: Final = math.inf
+_DEFAULT_POLICY: Final = OutlierPolicy()
 
 
 class EndpointSet(Generic[P]):

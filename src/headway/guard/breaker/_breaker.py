@@ -27,7 +27,7 @@ import math
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import Final, ParamSpec, TypeVar
 
 from headway.core import NO_HOOKS, REAL_CLOCK, CircuitOpen, Clock, Guard, Hooks, Service
 
@@ -42,20 +42,20 @@ P = ParamSpec("P")
 
 StateListener = Callable[[BreakerState, BreakerState], object]
 
-_CLOSED = BreakerState.CLOSED
-_OPEN = BreakerState.OPEN
-_HALF_OPEN = BreakerState.HALF_OPEN
+_CLOSED: Final = BreakerState.CLOSED
+_OPEN: Final = BreakerState.OPEN
+_HALF_OPEN: Final = BreakerState.HALF_OPEN
 
-_STATE_EVENTS = {
+_STATE_EVENTS: Final = {
     _CLOSED: "state.closed",
     _OPEN: "state.open",
     _HALF_OPEN: "state.half_open",
 }
 
 # Forced modes set by operators.
-_NOT_FORCED = 0
-_FORCED_OPEN = 1
-_FORCED_CLOSED = 2
+_NOT_FORCED: Final = 0
+_FORCED_OPEN: Final = 1
+_FORCED_CLOSED: Final = 2
 
 
 class _Entry:
@@ -69,7 +69,7 @@ class _Entry:
         self.outer = outer
 
 
-_DEFAULT_CONFIG = BreakerConfig()
+_DEFAULT_CONFIG: Final = BreakerConfig()
 
 
 class CircuitBreaker(Guard):

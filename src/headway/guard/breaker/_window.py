@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Protocol
+from typing import Final, Protocol
 
 #: Outcome bits kept per call (count window) so an evicted call can be subtracted exactly.
-_FAILED = 1
-_SLOW = 2
+_FAILED: Final = 1
+_SLOW: Final = 2
 
 
 class WindowType(enum.Enum):

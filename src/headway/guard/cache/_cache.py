@@ -25,7 +25,7 @@ import asyncio
 import functools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from headway.core import NO_HOOKS, REAL_CLOCK, Clock, Guard, Hooks, Service
 from headway.guard.coalesce import Coalesce
@@ -43,7 +43,7 @@ P = ParamSpec("P")
 _Job = tuple[Service[Any, Any], Any, Hashable, int]
 
 # functools.lru_cache's default maxsize is 128 (CPython docs, functools.lru_cache).
-DEFAULT_MAX_ENTRIES = 128
+DEFAULT_MAX_ENTRIES: Final = 128
 
 
 class Cache(Guard):

@@ -29,7 +29,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from headway.core import (
     NO_HOOKS,
@@ -53,10 +53,10 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-_REJECTED_LIMIT = "rejected.concurrency_limit"
-_REJECTED_QUEUE_FULL = "rejected.queue_full"
-_REJECTED_QUEUE_TIMEOUT = "rejected.queue_timeout"
-_REJECTED_DEADLINE = "rejected.deadline"
+_REJECTED_LIMIT: Final = "rejected.concurrency_limit"
+_REJECTED_QUEUE_FULL: Final = "rejected.queue_full"
+_REJECTED_QUEUE_TIMEOUT: Final = "rejected.queue_timeout"
+_REJECTED_DEADLINE: Final = "rejected.deadline"
 
 
 def is_overload_signal(error: BaseException) -> bool:

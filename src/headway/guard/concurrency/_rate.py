@@ -9,9 +9,11 @@ happens only when a hint is asked for, i.e. on a rejection.
 
 from __future__ import annotations
 
+from typing import Final
+
 from headway.core import Clock
 
-DEFAULT_WINDOW = 1.0
+DEFAULT_WINDOW: Final = 1.0
 
 
 class CompletionRate:

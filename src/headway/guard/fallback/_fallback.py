@@ -14,7 +14,7 @@ log. If the alternative fails too, its error is raised, chained from the origina
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from headway.core import (
     NO_HOOKS,
@@ -33,7 +33,7 @@ from headway.core import (
 from headway.core._service import Req, Resp
 
 #: Refused before any work (always safe elsewhere) or failed upstream; not DeadlineExceeded.
-DEFAULT_ON: tuple[type[BaseException], ...] = (Rejected, UpstreamError)
+DEFAULT_ON: Final[tuple[type[BaseException], ...]] = (Rejected, UpstreamError)
 
 Trigger = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from typing import Any, Generic
+from typing import Any, Final, Generic
 
 from headway.core import (
     NO_HOOKS,
@@ -35,11 +35,11 @@ from headway.guard.retry import RetryBudget
 from ._latency import RotatingPercentile
 
 #: "The Tail at Scale" (Dean & Barroso, 2013): hedge after the 95th-percentile expected latency.
-DEFAULT_PERCENTILE = 0.95
+DEFAULT_PERCENTILE: Final = 0.95
 #: Our choice: the hedge delay used until the estimator has enough samples, and its floor.
-DEFAULT_MIN_DELAY = 0.1
+DEFAULT_MIN_DELAY: Final = 0.1
 #: One original and one hedge, as in "The Tail at Scale"; more copies rarely pay for their load.
-DEFAULT_MAX_ATTEMPTS = 2
+DEFAULT_MAX_ATTEMPTS: Final = 2
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from headway.core import (
     NO_HOOKS,
@@ -45,10 +45,10 @@ Resp = TypeVar("Resp")
 KeyFn = Callable[[Any], str]
 CostFn = Callable[[Any], float]
 
-DEFAULT_KEY = "default"
+DEFAULT_KEY: Final = "default"
 # Waiting with neither max_wait nor a deadline is unbounded (as in aiolimiter); the store still
 # needs a finite number.
-_UNBOUNDED_WAIT = 1e9
+_UNBOUNDED_WAIT: Final = 1e9
 
 
 def tenant_key(request: object = None) -> str:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import random as _random
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 #: Envoy router retry backoff base: 25 ms (router_filter.rst, "x-envoy-retry-on" backoff).
-DEFAULT_BASE = 0.025
+DEFAULT_BASE: Final = 0.025
 #: Envoy router retry backoff cap: 10x the base, 250 ms (router_filter.rst).
-DEFAULT_CAP = 0.250
+DEFAULT_CAP: Final = 0.250
 
 
 class Backoff(Protocol):

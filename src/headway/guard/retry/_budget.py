@@ -16,20 +16,22 @@ time per call, no allocation. One budget may be shared by several guards (pass t
 
 from __future__ import annotations
 
+from typing import Final
+
 from headway.core import REAL_CLOCK, Clock
 
 # Token amounts are integers in millionths of a retry, so ratios like 0.2 are exact.
-_SCALE = 1_000_000
+_SCALE: Final = 1_000_000
 
 #: Finagle RetryBudget default percentCanRetry 0.2 (RetryBudget.scala); Envoy's budget_percent
 #: is also 20% (circuit_breaker.proto).
-DEFAULT_RATIO = 0.2
+DEFAULT_RATIO: Final = 0.2
 #: Finagle RetryBudget default ttl 10 s (RetryBudget.scala; Linkerd 1 uses the same).
-DEFAULT_TTL = 10.0
+DEFAULT_TTL: Final = 10.0
 #: Finagle RetryBudget default minRetriesPerSec 10 (RetryBudget.scala).
-DEFAULT_MIN_RETRIES_PER_SECOND = 10.0
+DEFAULT_MIN_RETRIES_PER_SECOND: Final = 10.0
 #: Finagle's WindowedAdder cuts its window into 10 slices.
-DEFAULT_SLICES = 10
+DEFAULT_SLICES: Final = 10
 
 
 class RetryBudget:

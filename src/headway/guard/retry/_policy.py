@@ -8,13 +8,14 @@ never seen (only ``Exception`` reaches the policy); Headway errors decide for th
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from headway.core import DeadlineExceeded, HeadwayError
 
 #: SRE book ch. 21 ("Handling Overload"): at most 3 attempts per request; AWS SDK standard too.
-DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_MAX_ATTEMPTS: Final = 3
 #: Connection resets, refused connects, DNS failures, socket timeouts: all OSError subclasses.
-DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (OSError,)
+DEFAULT_RETRY_ON: Final[tuple[type[BaseException], ...]] = (OSError,)
 
 
 class RetryPolicy:

@@ -13,6 +13,8 @@ unchanged. The success path adds one budget deposit and no allocation.
 
 from __future__ import annotations
 
+from typing import Final
+
 from headway.core import (
     NO_HOOKS,
     REAL_CLOCK,
@@ -32,7 +34,7 @@ from ._policy import RetryPolicy
 #: The longest ``Retry-After`` hint a retry waits out before trying again (our choice: an in-line
 #: retry should stay within interactive latency; a longer pause is the caller's call, and HTTP
 #: clients such as the OpenAI SDKs honour the Retry-After they are handed).
-DEFAULT_MAX_RETRY_AFTER = 2.0
+DEFAULT_MAX_RETRY_AFTER: Final = 2.0
 
 
 class Retry(Guard):

@@ -14,11 +14,12 @@ This class only judges; the shedder decides what a sample is and when an interva
 from __future__ import annotations
 
 import math
+from typing import Final
 
 # folly Codel defaults (folly/executors/Codel.cpp): codel_target_delay 5 ms, codel_interval
 # 100 ms. For LLM traffic, where one request runs for seconds, both should be raised.
-DEFAULT_TARGET = 0.005
-DEFAULT_INTERVAL = 0.1
+DEFAULT_TARGET: Final = 0.005
+DEFAULT_INTERVAL: Final = 0.1
 
 
 class QueueDelayDetector:

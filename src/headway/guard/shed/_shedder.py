@@ -45,7 +45,7 @@ import functools
 import math
 from collections.abc import Hashable
 from types import TracebackType
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from headway.core import (
     NO_HOOKS,
@@ -73,18 +73,18 @@ from ._queue import FairQueue, QueuedRequest
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
-REASONS = ("shed", "queue_full", "queue_delay", "deadline", "tenant_limit")
+REASONS: Final = ("shed", "queue_full", "queue_delay", "deadline", "tenant_limit")
 
 # Netflix concurrency-limits LifoBlockingLimiter's default backlog size: 100 (HEAD 78a74b9).
-DEFAULT_MAX_QUEUE = 100
+DEFAULT_MAX_QUEUE: Final = 100
 # Our choice: a retry hint longer than a minute is better expressed by failing over elsewhere.
-DEFAULT_MAX_RETRY_AFTER = 60.0
+DEFAULT_MAX_RETRY_AFTER: Final = 60.0
 # Timers and subtraction can land a few ulps short of an exact threshold.
-_EPSILON = 1e-9
+_EPSILON: Final = 1e-9
 
 _QUEUED, _ADMITTED, _REJECTED, _GONE = 0, 1, 2, 3
-_SHED_EVENT = {p: "shed." + p.name.lower() for p in Priority}
-_REJECT_EVENT = {r: "rejected." + r for r in REASONS}
+_SHED_EVENT: Final = {p: "shed." + p.name.lower() for p in Priority}
+_REJECT_EVENT: Final = {r: "rejected." + r for r in REASONS}
 
 
 def _is_drop(error: BaseException) -> bool:
@@ -276,23 +276,30 @@ class LoadShedder(Guard):
         self._sample(start, inflight, False)
         return result
 
+    def enter_now(self) -> bool:
+        """Enter at once, as ``__aenter__`` does when nothing makes it wait (no tenant cap, room
+        under the limit: the common case), without a coroutine; False: ``await __aenter__()``.
+        Leave with :meth:`leave` either way."""
+        if self._tenant_load is not None or self._inflight >= self._limit:
+            return False
+        self._inflight += 1
+        self._admitted += 1
+        if self._tracking:
+            var = self._permit
+            var.set(_Permit(self._clock.now(), self._inflight, None, var.get(None)))
+        return True
+
     async def __aenter__(self) -> LoadShedder:
-        if self._tenant_load is None and self._inflight < self._limit:
-            self._inflight += 1
-            self._admitted += 1
-            if not self._tracking:
-                return self
-            tenant: Hashable = None
-        else:
-            ctx = current_context()
-            tenant = ctx.tenant
-            waiter = self._try_admit(ctx)
-            if waiter is not None:
-                await self._wait(waiter)
-            if not self._tracking:
-                return self
-        var = self._permit
-        var.set(_Permit(self._clock.now(), self._inflight, tenant, var.get(None)))
+        if self.enter_now():
+            return self
+        ctx = current_context()
+        tenant = ctx.tenant
+        waiter = self._try_admit(ctx)
+        if waiter is not None:
+            await self._wait(waiter)
+        if self._tracking:
+            var = self._permit
+            var.set(_Permit(self._clock.now(), self._inflight, tenant, var.get(None)))
         return self
 
     async def __aexit__(
