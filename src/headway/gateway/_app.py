@@ -60,10 +60,10 @@ from ._errors import (
     http_error,
     reason_label,
 )
-from ._observation import Observation, new_observation
+from ._observation import Observation
 from ._openai import Endpoint, ParsedRequest, extract_usage, parse_body
 from ._openapi import DOCUMENT_JSON
-from ._recorder import new_request_id
+from ._recorder import Seen, new_request_id
 from ._relay import CLIENT_CLOSED, relay
 from ._rollout_metrics import RolloutCollector
 from ._rollouts import RolloutManager
@@ -401,13 +401,14 @@ class Gateway:
         holds given back and, when observed, its outcome recorded (a stream's when it ends, in
         ``relay``). Two coroutines deep: each one fewer is a frame fewer on every request."""
         recorder = runtime.recorder
-        obs: Observation | None = None
+        obs: Seen | None = None
         if recorder is not None:
-            obs = new_observation(self._clock.now(), endpoint)
             tracer = runtime.tracer
+            trace = None
             if tracer is not None:
-                obs.trace = tracer.request(request.method, request.path, endpoint, request.headers)
-                obs.trace.enter()
+                trace = tracer.request(request.method, request.path, endpoint, request.headers)
+                trace.enter()
+            obs = Seen(self._clock.now(), endpoint, trace)
         claim: _Claim | None = None
         failure: BaseException | None = None
         try:
@@ -434,15 +435,15 @@ class Gateway:
         if failure is None:
             if recorder is not None and obs is not None and not obs.stream:
                 status = response.status
-                recorder.finish(obs, status, "ok" if status < 400 else "upstream_status")
+                recorder.record(obs, status, "ok" if status < 400 else "upstream_status")
             return response
         if isinstance(failure, Exception):
             if recorder is not None and obs is not None:
                 err = http_error(failure)
-                recorder.finish(obs, err.status, reason_label(err.reason))
+                recorder.record(obs, err.status, reason_label(err.reason))
             return error_response_for(failure)
         if recorder is not None and obs is not None and isinstance(failure, asyncio.CancelledError):
-            recorder.finish(obs, CLIENT_CLOSED, "client_closed")
+            recorder.record(obs, CLIENT_CLOSED, "client_closed")
         raise failure
 
     def _models(self, runtime: Runtime, request: Request) -> Response:
@@ -462,7 +463,7 @@ class Gateway:
         return _json(200 if ready else 503, {"ready": ready, "models": list(runtime.routes)})
 
     def _prepare(
-        self, runtime: Runtime, request: Request, endpoint: Endpoint, obs: Observation | None
+        self, runtime: Runtime, request: Request, endpoint: Endpoint, obs: Seen | None
     ) -> _Claim:
         """Who asks (401), what (400/413), for which model (404/403), by when, how urgently:
         the request's context, made current, and counted in its runtime."""
@@ -516,7 +517,7 @@ class Gateway:
         return _Claim(parsed, route, side, tenant, ctx, token)
 
     async def _admitted(
-        self, runtime: Runtime, request: Request, claim: _Claim, obs: Observation | None
+        self, runtime: Runtime, request: Request, claim: _Claim, obs: Seen | None
     ) -> Response | StreamingResponse:
         """Admission, the tenant's quotas, the route, and the answer; ``claim`` records what
         the request took, for ``_serve`` to give back."""
@@ -574,11 +575,13 @@ class Gateway:
                 headers=() if side is None else side.headers(ctx),
             )
         claim.streaming = True
+        streamed: Observation | None = None
         if obs is not None:
             obs.stream = True
             obs.endpoint = reply.endpoint
+            streamed = obs.observation()
         return StreamingResponse(
-            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, obs, self._clock),
+            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, streamed, self._clock),
             headers=[(b"cache-control", b"no-cache")]
             + ([] if side is None else list(side.headers(ctx))),
         )

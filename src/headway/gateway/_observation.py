@@ -91,14 +91,72 @@ class PyObservation:
         self.latency = 0.0
 
 
-def _pick() -> Callable[[float, str], Observation]:
+def py_record_outcome(
+    pending: list[Observation],
+    start: float,
+    now: float,
+    route: str,
+    tenant: str | None,
+    model: str | None,
+    endpoint: str | None,
+    request_id: str | None,
+    attributes: Mapping[str, object] | None,
+    prompt: int | None,
+    completion: int | None,
+    trace: RequestTrace | None,
+    status: int,
+    reason: str,
+) -> bool:
+    """A whole (non-streamed) answer's outcome, made complete in one call and appended to
+    ``pending``; True when ``pending`` was empty (the caller then schedules the drain). The
+    reference for ``_speedups.record_outcome``."""
+    obs = PyObservation(start, route)
+    obs.tenant = tenant
+    obs.model = model
+    obs.endpoint = endpoint
+    obs.request_id = request_id
+    obs.attributes = attributes
+    obs.prompt = prompt
+    obs.completion = completion
+    obs.trace = trace
+    obs.status = status
+    obs.reason = reason
+    obs.latency = obs.generation = now - start  # a whole answer's tokens come with its body
+    was_empty = not pending
+    pending.append(obs)
+    return was_empty
+
+
+RecordOutcome = Callable[
+    [
+        list[Observation],
+        float,
+        float,
+        str,
+        str | None,
+        str | None,
+        str | None,
+        str | None,
+        Mapping[str, object] | None,
+        int | None,
+        int | None,
+        RequestTrace | None,
+        int,
+        str,
+    ],
+    bool,
+]
+
+
+def _pick() -> tuple[Callable[[float, str], Observation], RecordOutcome]:
     try:  # built from _speedups_outcome.c at install when a C compiler is there (see setup.py)
-        from headway.observe._speedups import Outcome
-    except ImportError:  # pragma: no cover - the Python class serves
-        return PyObservation
+        from headway.observe._speedups import Outcome, record_outcome
+    except ImportError:  # pragma: no cover - the Python twins serve
+        return PyObservation, py_record_outcome
     made: Callable[[float, str], Any] = Outcome
-    return made
+    return made, record_outcome
 
 
-#: Makes a request's observation: ``new_observation(start, route)``.
-new_observation = _pick()
+#: Makes a request's observation: ``new_observation(start, route)`` (a stream's, filled in as
+#: it goes); ``record_outcome(pending, ...)`` makes a whole answer's at once.
+new_observation, record_outcome = _pick()

@@ -19,12 +19,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from headway.core import Clock
-from headway.observe import AccessLog, GatewayMetrics, SloBook
+from headway.observe import AccessLog, GatewayMetrics, RequestTrace, SloBook
 
-from ._observation import Observation
+from ._observation import Observation, new_observation, record_outcome
 
 log: Final = logging.getLogger("headway.gateway")
 
@@ -32,6 +32,38 @@ log: Final = logging.getLogger("headway.gateway")
 def new_request_id() -> str:
     """A request id: the wall clock in nanoseconds, in hex (unique per process, sortable)."""
     return "%x" % time.time_ns()  # noqa: UP031 - compiled, an f-string is a format() call
+
+
+class Seen:
+    """An observed API request's fields as they become known. Compiled (headway._native), it
+    is set field by field at the cost of a store each; the outcome is then made in one call when
+    the answer is out (:meth:`Recorder.record`), or, for a stream, handed on as an
+    :class:`Observation` to the relay (:meth:`observation`)."""
+
+    def __init__(self, start: float, route: str, trace: RequestTrace | None) -> None:
+        self.start = start
+        self.route = route
+        self.trace = trace
+        self.tenant: str | None = None
+        self.model: str | None = None
+        self.endpoint: str | None = None
+        self.request_id: str | None = None
+        self.attributes: dict[str, Any] | None = None
+        self.prompt: int | None = None
+        self.completion: int | None = None
+        self.stream = False
+
+    def observation(self) -> Observation:
+        """What is known so far, as an observation a stream fills in and finishes."""
+        obs = new_observation(self.start, self.route)
+        obs.trace = self.trace
+        obs.tenant = self.tenant
+        obs.model = self.model
+        obs.endpoint = self.endpoint
+        obs.request_id = self.request_id
+        obs.attributes = self.attributes
+        obs.stream = self.stream
+        return obs
 
 
 class Recorder:
@@ -67,6 +99,32 @@ class Recorder:
         if tracing:
             sinks.append(_end_spans)
         self._sinks = tuple(sinks)
+
+    def record(self, seen: Seen, status: int, reason: str) -> None:
+        """A whole answer (``seen``) ended with ``status``: its outcome, made in one call."""
+        request_id = seen.request_id
+        if request_id is None:  # refused before it had a context (the log names it)
+            request_id = new_request_id()
+        if (
+            record_outcome(
+                self._pending,
+                seen.start,
+                self._clock.now(),
+                seen.route,
+                seen.tenant,
+                seen.model,
+                seen.endpoint,
+                request_id,
+                seen.attributes,
+                seen.prompt,
+                seen.completion,
+                seen.trace,
+                status,
+                reason,
+            )
+            and not self._scheduled
+        ):
+            self._schedule()
 
     def finish(self, obs: Observation, status: int, reason: str) -> None:
         """``obs`` ended with ``status`` (``reason``: ok, or the refusal or error label)."""

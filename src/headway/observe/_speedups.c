@@ -618,6 +618,10 @@ static PyMethodDef methods[] = {
      "add_gaps(counts, bounds, stamps) -> total: a stream's chunk gaps into a histogram."},
     {"iso_utc", iso_utc, METH_O,
      "iso_utc(seconds) -> bytes: the UTC time as orjson writes a datetime (OPT_UTC_Z)."},
+    {"record_outcome", (PyCFunction)(void (*)(void))record_outcome, METH_FASTCALL,
+     "record_outcome(pending, start, now, route, tenant, model, endpoint, request_id, "
+     "attributes, prompt, completion, trace, status, reason) -> bool: a whole answer's "
+     "Outcome, appended to pending (True: pending was empty)."},
     {"format_lines", format_lines, METH_VARARGS,
      "format_lines(ts, outcomes, models, other, decisions) -> bytes: access-log lines."},
     {NULL, NULL, 0, NULL},

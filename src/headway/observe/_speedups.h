@@ -51,6 +51,9 @@ static inline int same_item(PyObject *a, PyObject *b) {
     return 0;
 }
 
+/* record_outcome (_speedups_outcome.c): a whole answer's Outcome in one call. */
+PyObject *record_outcome(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* Add the Tally (_speedups_tally.c) and Outcome types to the module; -1 with an exception. */
 int tally_add_type(PyObject *module);
 int outcome_add_type(PyObject *module);

@@ -10,6 +10,22 @@ def format_lines(
 ) -> bytes: ...
 def iso_utc(seconds: float) -> bytes: ...
 def add_gaps(counts: list[int], bounds: tuple[float, ...], stamps: list[float]) -> float: ...
+def record_outcome(
+    pending: list[Any],
+    start: float,
+    now: float,
+    route: str,
+    tenant: str | None,
+    model: str | None,
+    endpoint: str | None,
+    request_id: str | None,
+    attributes: Any,
+    prompt: int | None,
+    completion: int | None,
+    trace: Any,
+    status: int,
+    reason: str,
+) -> bool: ...
 def add_to_bins(
     bins: dict[int, int], values: list[float], inv_log_gamma: float, min_value: float
 ) -> int: ...

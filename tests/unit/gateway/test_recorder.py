@@ -10,9 +10,16 @@ import orjson
 import pytest
 
 from headway.core import ManualClock
-from headway.gateway._observation import Observation, new_observation
-from headway.gateway._recorder import Recorder
+from headway.gateway._observation import (
+    Observation,
+    PyObservation,
+    new_observation,
+    py_record_outcome,
+)
+from headway.gateway._recorder import Recorder, Seen
 from headway.observe import AccessLog, GatewayMetrics
+
+_FIELDS = [f for f in PyObservation.__slots__ if f not in ("trace_id",)]
 
 
 def _setup(clock: ManualClock) -> tuple[Recorder, GatewayMetrics, io.BytesIO, list[float]]:
@@ -107,3 +114,52 @@ async def test_a_failing_sink_does_not_cost_the_others(
     await asyncio.sleep(0)
     assert len(sink.getvalue().splitlines()) == 1  # the access log still got its line
     assert "recording a batch" in caplog.text
+
+
+async def test_a_whole_answer_is_recorded_in_one_call_as_finish_would(clock: ManualClock) -> None:
+    """``record`` (a compiled Seen made into an outcome in one call) and ``finish`` (an
+    observation filled in field by field) give the same outcome, line and all."""
+    recorder, _, sink, _ = _setup(clock)
+    start = clock.now()
+    seen = Seen(start, "chat", None)
+    seen.tenant, seen.model, seen.endpoint, seen.request_id = "t", "m", "pool/ep0", "r"
+    seen.attributes, seen.prompt, seen.completion = {"retried": ["x"]}, 4, 8
+    obs = new_observation(start, "chat")
+    obs.tenant, obs.model, obs.endpoint, obs.request_id = "t", "m", "pool/ep0", "r"
+    obs.attributes, obs.prompt, obs.completion = {"retried": ["x"]}, 4, 8
+    clock.step(0.25)
+    recorder.record(seen, 200, "ok")
+    recorder.finish(obs, 200, "ok")
+    made = recorder._pending[0]
+    for field in _FIELDS:
+        assert getattr(made, field) == getattr(obs, field), field
+    recorder.drain()
+    first, second = sink.getvalue().splitlines()
+    assert first == second
+    assert orjson.loads(first)["latency_ms"] == 250.0
+
+
+async def test_a_record_without_a_request_id_gets_one(clock: ManualClock) -> None:
+    recorder, _, _, _ = _setup(clock)
+    recorder.record(Seen(clock.now(), "chat", None), 401, "invalid_api_key")
+    assert int(recorder._pending[0].request_id, 16) > 0
+
+
+@pytest.mark.parametrize("twin", ["python", "c"])
+def test_record_outcome_and_its_twin_append_and_say_when_the_batch_was_empty(twin: str) -> None:
+    if twin == "c":
+        speedups = pytest.importorskip("headway.observe._speedups")
+        record = speedups.record_outcome
+    else:
+        record = py_record_outcome
+    pending: list[Observation] = []
+    args = ("chat", "t", None, None, "r", None, None, None, None, 404, "model_not_found")
+    assert record(pending, 1.0, 1.5, *args) is True
+    assert record(pending, 2.0, 2.25, *args) is False
+    assert [(o.latency, o.generation, o.stream, o.ttft) for o in pending] == [
+        (0.5, 0.5, False, None),
+        (0.25, 0.25, False, None),
+    ]
+    with pytest.raises(TypeError):
+        record(pending, "not a time", 2.0, *args)
+    assert len(pending) == 2
