@@ -503,7 +503,8 @@ class Gateway:
             with contextlib.suppress(ValueError):
                 priority = min(priority, Priority.parse(lowered.decode("latin-1")))
         ctx = Context(
-            deadline=self._clock.now() + timeout,
+            # An observed request's arrival was just read: the deadline counts from it too.
+            deadline=(self._clock.now() if obs is None else obs.start) + timeout,
             priority=priority,
             tenant=tenant.name,
             request_id=new_request_id(),

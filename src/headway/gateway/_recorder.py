@@ -86,6 +86,8 @@ class Recorder:
         self._pending: list[Observation] = []
         self._attempts: list[tuple[str, int, float]] = []
         self._scheduled = False
+        # Bound once: compiled, a module-level name from another module is a dict lookup a use.
+        self._record_outcome = record_outcome
         # What a batch goes to, in order, decided once: the drain pays one call per sink.
         sinks: list[Callable[[list[Observation]], object]] = []
         if tracing:
@@ -106,7 +108,7 @@ class Recorder:
         if request_id is None:  # refused before it had a context (the log names it)
             request_id = new_request_id()
         if (
-            record_outcome(
+            self._record_outcome(
                 self._pending,
                 seen.start,
                 self._clock.now(),

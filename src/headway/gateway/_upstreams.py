@@ -86,7 +86,7 @@ class StreamReply:
     response: UpstreamResponse
     first: bytes
     endpoint: str
-    _finish: Callable[[BaseException | None, bool], None] = field(repr=False)
+    _finish: Callable[[BaseException | None, bool], object] = field(repr=False)
     _done: bool = False
 
     def finish(self, error: BaseException | None = None, *, cancelled: bool = False) -> None:
@@ -289,9 +289,9 @@ class Pool:
                 if data is None:
                     data = await response.read()
                 # A 4xx is the client's doing, not the endpoint's: it counts as a success.
-                self._finish(slot, permit, start, inflight, None, False)
+                took = self._finish(slot, permit, start, inflight, None, False)
                 if self._on_attempt is not None:
-                    self._on_attempt((ep.breaker.name, status, self._clock.now() - start))
+                    self._on_attempt((ep.breaker.name, status, took))
                 if span is not None:
                     span.answered(status)
                 return Reply(
@@ -305,10 +305,10 @@ class Pool:
             if span is not None:
                 span.fail(error)
             if isinstance(error, Exception):
-                self._finish(slot, permit, start, inflight, error, False)
+                took = self._finish(slot, permit, start, inflight, error, False)
                 if self._on_attempt is not None:
                     code = error.status if isinstance(error, UpstreamHttpError) else None
-                    self._on_attempt((ep.breaker.name, code or 0, self._clock.now() - start))
+                    self._on_attempt((ep.breaker.name, code or 0, took))
             else:
                 self._finish(slot, permit, start, inflight, None, True)
         # The response is closed after the ``try``: an await in a handler is what mypyc gets
@@ -319,9 +319,9 @@ class Pool:
             raise failure
         assert response is not None  # set once the try got past the request
         if empty:  # a stream that ended before its first chunk
-            self._finish(slot, permit, start, inflight, None, False)
+            took = self._finish(slot, permit, start, inflight, None, False)
             if self._on_attempt is not None:
-                self._on_attempt((ep.breaker.name, 200, self._clock.now() - start))
+                self._on_attempt((ep.breaker.name, 200, took))
             if span is not None:
                 span.answered(200)
             await response.aclose()
@@ -342,8 +342,9 @@ class Pool:
         inflight: int,
         error: BaseException | None,
         cancelled: bool,
-    ) -> None:
-        """Record one attempt's outcome with the breaker, the balancer and the adaptive limit.
+    ) -> float:
+        """Record one attempt's outcome with the breaker, the balancer and the adaptive limit;
+        returns how long it took.
 
         A method taking the attempt's state, not a per-attempt closure: the unary path (most
         requests) then allocates no function and cell objects for it."""
@@ -354,15 +355,16 @@ class Pool:
         if cancelled:
             ep.breaker.release(permit)
             slot.release()
-            return
+            return duration
         if error is None:
             ep.breaker.on_success(permit, duration)
             slot.finish(start, duration, ok=True)
             ep.limit.on_sample(start, duration, inflight, False)
-            return
+            return duration
         ep.breaker.on_error(permit, error, duration)
         slot.finish(start, duration, ok=False, error_kind=getattr(error, "reason", None))
         ep.limit.on_sample(start, duration, inflight, is_overload_signal(error))
+        return duration
 
     # -- room under the endpoints' concurrency limits ------------------------------------------
 

@@ -32,7 +32,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -58,8 +58,6 @@ class _Tokens:
     """A (model, tenant)'s token counters and its model's tokens/s histogram, bound on the first
     request that reports usage (a series that never saw tokens is not exported)."""
 
-    __slots__ = ("completion", "per_second", "prompt")
-
     def __init__(
         self, prompt: CounterSeries, completion: CounterSeries, per_second: HistogramSeries
     ) -> None:
@@ -71,8 +69,6 @@ class _Tokens:
 class _RequestSeries:
     """The series one label tuple's requests count in, and its slot in the requests tally:
     its counter, its (model, tenant) latency histogram, and its token series."""
-
-    __slots__ = ("count", "duration", "model", "slot", "tenant", "tokens")
 
     def __init__(
         self, slot: int, model: str, tenant: str, count: CounterSeries, duration: HistogramSeries
@@ -86,8 +82,6 @@ class _RequestSeries:
 
 
 class _UpstreamSeries:
-    __slots__ = ("count", "duration", "slot")
-
     def __init__(self, slot: int, count: CounterSeries, duration: HistogramSeries) -> None:
         self.slot = slot
         self.count = count
@@ -119,7 +113,7 @@ class _Answered(NamedTuple):
 class GatewayMetrics:
     """All of one gateway's metrics in one private registry; ``render()`` for ``/metrics``."""
 
-    content_type = CONTENT_TYPE_LATEST
+    content_type: ClassVar[str] = CONTENT_TYPE_LATEST
 
     def __init__(
         self,
@@ -492,8 +486,6 @@ class GatewayMetrics:
 class StreamTimer:
     """Per-stream TTFT and chunk gaps: the first chunk observes TTFT at once, the others only
     note when they came, and :meth:`done` puts every gap into the histogram in one pass."""
-
-    __slots__ = ("_clock", "_gap", "_recorded", "_ttft", "stamps", "started")
 
     def __init__(
         self, clock: Clock, started: float, ttft: HistogramSeries, gap: HistogramSeries

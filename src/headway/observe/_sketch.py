@@ -6,45 +6,45 @@ a positive value ``x`` falls in bucket ``i = ceil(log_gamma(x))``, which covers
 ``(gamma**(i-1), gamma**i]``; the bucket is represented by ``2 * gamma**i / (gamma + 1)``, which
 is within a relative error ``a`` of every value in it.
 
+Storage is the paper's collapsing-lowest dense store: one array of counts for a contiguous run
+of buckets, grown as values arrive, spanning at most ``max_buckets`` buckets; past that the
+lowest buckets collapse into the lowest one kept. Adding a value is an array increment (in C
+when built: ``_speedups.add_to_counts``), where a dict of buckets paid a dict update with new
+int objects, ~700 instructions a value.
+
 Guarantees: ``quantile(q)`` returns a value within relative error ``alpha`` of the stored
-element of rank ``floor(q * (count - 1))``; values at or below ``min_value`` count as zero and
-are reported as 0, and the minimum and maximum are exact. Two sketches with the same ``alpha``
-merge exactly (the merge equals the sketch of the concatenated streams). Latencies are never
-negative, so negative inputs are treated as 0. Memory is bounded by ``max_buckets``: past it
-the lowest buckets collapse into one (the high quantiles, which latency tails need, stay
-accurate). With the default ``alpha = 0.01`` the range 1 ns .. 1 day needs about 1600
-buckets, so the default of 2048 never collapses for latencies.
+element of rank ``floor(q * (count - 1))`` as long as the store has not collapsed, and for every
+value within ``max_buckets`` buckets of the largest once it has; values at or below
+``min_value`` count as zero and are reported as 0, and the minimum and maximum are exact. Two
+sketches with the same ``alpha`` merge exactly (the merge equals the sketch of the concatenated
+streams). Latencies are never negative, so negative inputs are treated as 0. With the default
+``alpha = 0.01`` the 2048 buckets span a ratio of 1.02**2048 (~5e17: 1 ns .. 16 years), so a
+latency sketch never collapses; its array holds the run of buckets actually seen (a latency
+spread of 1 ms .. 10 s is ~460 buckets, under 4 KiB).
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable
+
+from headway.core import chained
 
 # DDSketch paper's evaluation and Datadog's default relative accuracy: 1%.
 DEFAULT_ALPHA = 0.01
-# Our choice: covers 1 ns .. 1 day at alpha = 0.01 (log(1e14) / log(1.0202) ~= 1611 buckets).
+# Our choice: at alpha = 0.01 a span of 1.0202**2048 (~5e17), far beyond any latency range;
+# the array is at most 16 KiB.
 DEFAULT_MAX_BUCKETS = 2048
 # Values at or below this (seconds) are recorded as 0: 1 ns is below any clock's resolution.
 DEFAULT_MIN_VALUE = 1e-9
 
+#: The counts' array type code: signed 64-bit.
+COUNTS = "q"
+
 
 class DDSketch:
     """Counts of values in logarithmic buckets; add, merge, and read quantiles."""
-
-    __slots__ = (
-        "_bins",
-        "_gamma",
-        "_inv_log_gamma",
-        "_max_buckets",
-        "_min_value",
-        "alpha",
-        "count",
-        "max",
-        "min",
-        "sum",
-        "zeros",
-    )
 
     def __init__(
         self,
@@ -62,7 +62,11 @@ class DDSketch:
         self._inv_log_gamma = 1.0 / math.log(self._gamma)
         self._max_buckets = max_buckets
         self._min_value = min_value
-        self._bins: dict[int, int] = {}
+        #: Counts of buckets ``_offset .. _offset + len(_counts) - 1``.
+        self._counts = array(COUNTS)
+        self._offset = 0
+        #: Once the store has collapsed, every bucket below ``_offset`` counts in the first.
+        self._collapsed = False
         self.zeros = 0
         self.count = 0
         self.sum = 0.0
@@ -72,15 +76,9 @@ class DDSketch:
     def add(self, value: float, count: int = 1) -> None:
         """Record ``value`` ``count`` times."""
         if value > self._min_value:
-            index = math.ceil(math.log(value) * self._inv_log_gamma)
-            bins = self._bins
-            old = bins.get(index)
-            if old is None:
-                bins[index] = count
-                if len(bins) > self._max_buckets:
-                    self._collapse()
-            else:
-                bins[index] = old + count
+            key = math.ceil(math.log(value) * self._inv_log_gamma)
+            self._cover(key, key)
+            self._counts[max(key - self._offset, 0)] += count
         else:
             value = 0.0 if value < 0.0 else value
             self.zeros += count
@@ -92,47 +90,65 @@ class DDSketch:
             self.max = value
 
     def add_many(self, values: list[float]) -> None:
-        """Record each of ``values`` once: the same result as ``add`` in a loop, at about half
-        the cost per value (one tight loop, min/max/sum in C)."""
+        """Record each of ``values`` once: the same result as ``add`` in a loop, in one pass
+        (in C when built)."""
         if not values:
             return
-        bins = self._bins
-        if _add_to_bins is not None:
-            zeros = _add_to_bins(bins, values, self._inv_log_gamma, self._min_value)
-        else:
-            zeros = _python_add_to_bins(bins, values, self._inv_log_gamma, self._min_value)
-        if len(bins) > self._max_buckets:
-            self._collapse()
-        lo, hi = min(values), max(values)
-        if lo < 0.0:  # negative latencies count as 0 (see ``add``)
-            values = [0.0 if v < 0.0 else v for v in values]
-            lo, hi = max(lo, 0.0), max(hi, 0.0)
-        self.zeros += zeros
+        add = _add_to_counts if _add_to_counts is not None else _python_add_to_counts
+        inv, floor = self._inv_log_gamma, self._min_value
+        done = add(self._counts, self._offset, self._collapsed, values, inv, floor)
+        if len(done) == 2:  # some bucket is outside the array: grow it, then add
+            self._cover(int(done[0]), int(done[1]))
+            done = add(self._counts, self._offset, self._collapsed, values, inv, floor)
+        zeros, lo, hi, total = done  # type: ignore[misc]  # counted: the 4-tuple
+        self.zeros += int(zeros)
         self.count += len(values)
-        self.sum += sum(values)
+        self.sum += total
         if lo < self.min:
             self.min = lo
         if hi > self.max:
             self.max = hi
 
-    def _collapse(self) -> None:
-        """Fold the lowest buckets into the lowest one kept, so ``max_buckets`` holds again."""
-        bins = self._bins
-        keys = sorted(bins)
-        excess = len(keys) - self._max_buckets
-        target = keys[excess]
-        for key in keys[:excess]:
-            bins[target] += bins.pop(key)
+    def _cover(self, lo: int, hi: int) -> None:
+        """Grow the array to hold buckets ``lo..hi``; past ``max_buckets`` of span, collapse the
+        lowest into the lowest one kept (the high quantiles, which latency tails need, stay
+        exact)."""
+        counts = self._counts
+        size = len(counts)
+        if size == 0:
+            self._offset = lo
+            counts.frombytes(bytes(counts.itemsize * (hi - lo + 1)))  # zeros
+            size = hi - lo + 1
+        else:
+            if hi >= self._offset + size:
+                counts.frombytes(bytes(counts.itemsize * (hi - self._offset - size + 1)))
+                size = len(counts)
+            if lo < self._offset and not self._collapsed:
+                grow = self._offset - lo
+                counts[0:0] = array(COUNTS, bytes(counts.itemsize * grow))
+                self._offset = lo
+                size += grow
+        excess = size - self._max_buckets
+        if excess > 0:
+            folded = sum(counts[: excess + 1])
+            del counts[:excess]
+            counts[0] = folded
+            self._offset += excess
+            self._collapsed = True
 
     def merge(self, other: DDSketch) -> None:
         """Add every value ``other`` holds; both must use the same ``alpha``."""
         if other.alpha != self.alpha:
             raise ValueError(f"cannot merge sketches with alpha {self.alpha} and {other.alpha}")
-        bins = self._bins
-        for index, n in other._bins.items():
-            bins[index] = bins.get(index, 0) + n
-        if len(bins) > self._max_buckets:
-            self._collapse()
+        theirs = other._counts
+        if len(theirs):
+            self._cover(other._offset, other._offset + len(theirs) - 1)
+            mine = self._counts
+            shift = other._offset - self._offset
+            for i in range(len(theirs)):
+                n = theirs[i]
+                if n:
+                    mine[max(i + shift, 0)] += n
         self.zeros += other.zeros
         self.count += other.count
         self.sum += other.sum
@@ -140,19 +156,26 @@ class DDSketch:
         self.max = max(self.max, other.max)
 
     def clear(self) -> None:
-        self._bins.clear()
+        del self._counts[:]
+        self._offset = 0
+        self._collapsed = False
         self.zeros = 0
         self.count = 0
         self.sum = 0.0
         self.min = math.inf
         self.max = -math.inf
 
+    def buckets(self) -> dict[int, int]:
+        """The non-empty buckets, by key (for inspection and tests)."""
+        offset = self._offset
+        return {offset + i: n for i, n in enumerate(self._counts) if n}
+
     def quantile(self, q: float) -> float:
         """The ``q``-quantile (0 <= q <= 1); NaN when the sketch is empty."""
         return self.quantiles((q,))[0]
 
     def quantiles(self, qs: tuple[float, ...]) -> list[float]:
-        """Several quantiles in one pass over the sorted buckets (``qs`` in any order)."""
+        """Several quantiles in one pass over the buckets (``qs`` in any order)."""
         for q in qs:
             if not 0.0 <= q <= 1.0:
                 raise ValueError(f"quantile must be in [0, 1], got {q}")
@@ -160,9 +183,9 @@ class DDSketch:
             return [math.nan] * len(qs)
         order = sorted(range(len(qs)), key=qs.__getitem__)
         out = [0.0] * len(qs)
-        keys = sorted(self._bins)
+        counts = self._counts
         seen = self.zeros
-        k = 0
+        i = 0
         last = self.count - 1
         for position in order:
             rank = math.floor(qs[position] * last)
@@ -174,9 +197,9 @@ class DDSketch:
                 estimate = 0.0
             else:
                 while seen <= rank:
-                    seen += self._bins[keys[k]]
-                    k += 1
-                estimate = 2.0 * self._gamma ** keys[k - 1] / (self._gamma + 1.0)
+                    seen += counts[i]
+                    i += 1
+                estimate = 2.0 * self._gamma ** (self._offset + i - 1) / (self._gamma + 1.0)
             # The true value lies in [min, max]; clamping can only bring the estimate closer.
             out[position] = min(max(estimate, self.min), self.max)
         return out
@@ -189,30 +212,53 @@ class DDSketch:
         return self.count
 
     def __repr__(self) -> str:
-        return f"DDSketch(alpha={self.alpha}, count={self.count}, buckets={len(self._bins)})"
+        buckets = sum(1 for n in self._counts if n)
+        return f"DDSketch(alpha={self.alpha}, count={self.count}, buckets={buckets})"
 
 
-def _python_add_to_bins(
-    bins: dict[int, int], values: list[float], inv_log_gamma: float, min_value: float
-) -> int:
-    """The reference loop of :meth:`DDSketch.add_many` (the C one gives the same bins)."""
-    get = bins.get
+AddToCounts = Callable[
+    ["array[int]", int, bool, list[float], float, float],
+    "tuple[int, float, float, float] | tuple[int, int]",
+]
+
+
+def _python_add_to_counts(
+    counts: array[int],
+    offset: int,
+    collapsed: bool,
+    values: list[float],
+    inv_log_gamma: float,
+    min_value: float,
+) -> tuple[int, float, float, float] | tuple[int, int]:
+    """The reference of ``_speedups.add_to_counts``: each value above ``min_value`` counts once
+    in bucket ``ceil(log(v) * inv_log_gamma)`` (index ``key - offset``; below ``offset`` the
+    first, once ``collapsed``); returns how many were at or below ``min_value``, and the
+    smallest, largest and sum of the values with negatives as 0. When a bucket is outside the
+    array, nothing is counted and ``(lowest, highest)`` key of the values comes back, for the
+    caller to grow the array and call again."""
     log = math.log
     ceil = math.ceil
-    zeros = 0
-    for value in values:
-        if value > min_value:
-            index = ceil(log(value) * inv_log_gamma)
-            bins[index] = get(index, 0) + 1
-        else:
-            zeros += 1
-    return zeros
+    try:
+        keys = [ceil(log(v) * inv_log_gamma) for v in values if v > min_value]
+    except OverflowError:  # an infinite value: as the C loop says it
+        error = ValueError("value out of range for a sketch")
+        raise chained(error, None)  # noqa: B904 - is ``from None`` (mypyc drops ``from``)
+    end = offset + len(counts)
+    if keys:
+        lo, hi = min(keys), max(keys)
+        if hi >= end or (lo < offset and not collapsed):
+            return lo, hi
+    for key in keys:
+        counts[max(key - offset, 0)] += 1
+    kept = [0.0 if v < 0.0 else float(v) for v in values]
+    smallest, largest = min(kept, default=math.inf), max(kept, default=-math.inf)
+    return len(values) - len(keys), smallest, largest, sum(kept)
 
 
-_add_to_bins: Callable[[dict[int, int], list[float], float, float], int] | None
+_add_to_counts: AddToCounts | None
 try:  # built from _speedups.c at install when a C compiler is there (see setup.py)
-    from ._speedups import add_to_bins
+    from ._speedups import add_to_counts
 
-    _add_to_bins = add_to_bins
+    _add_to_counts = add_to_counts
 except ImportError:  # pragma: no cover - the pure-Python loop runs
-    _add_to_bins = None
+    _add_to_counts = None

@@ -391,53 +391,37 @@ fail:
     return NULL;
 }
 
-/* bins[key] += n, keeping the dict's int values. */
-static int bump(PyObject *bins, long long key, long long n) {
-    PyObject *k = PyLong_FromLongLong(key);
-    if (k == NULL) {
-        return -1;
-    }
-    PyObject *current = PyDict_GetItemWithError(bins, k);
-    long long count = 0;
-    if (current != NULL) {
-        count = PyLong_AsLongLong(current);
-        if (count == -1 && PyErr_Occurred()) {
-            Py_DECREF(k);
-            return -1;
-        }
-    } else if (PyErr_Occurred()) {
-        Py_DECREF(k);
-        return -1;
-    }
-    PyObject *updated = PyLong_FromLongLong(count + n);
-    int rc = updated == NULL ? -1 : PyDict_SetItem(bins, k, updated);
-    Py_XDECREF(updated);
-    Py_DECREF(k);
-    return rc;
-}
-
-/* How many values add_to_bins groups before touching the dict. */
-#define GROUP 64
-
-/* add_to_bins(bins, values, inv_log_gamma, min_value) -> zeros
- * DDSketch.add_many's loop: each value above min_value counts once in bins[ceil(log(v) * inv)]
- * (the same libm log and ceil as math.log and math.ceil, so the same bins); returns how many
- * were at or below min_value. Latencies cluster in a few bins, so up to GROUP values are
- * counted per bin first and the dict is touched once per distinct bin, in the order the bins
- * first appear (the order the Python loop inserts them): ~150 instructions a value, against
- * ~900 with a dict update per value and ~2.5k in Python. */
-static PyObject *add_to_bins(PyObject *self, PyObject *args) {
-    PyObject *bins, *values;
+/* add_to_counts(counts, offset, collapsed, values, inv_log_gamma, min_value)
+ *     -> (zeros, smallest, largest, total) | (lo, hi)
+ * DDSketch.add_many's loop over its dense store: each value above min_value counts once in
+ * counts[ceil(log(v) * inv) - offset] (the same libm log and ceil as math.log and math.ceil, so
+ * the same buckets; below offset the first, once collapsed); returns how many were at or below
+ * min_value, and the smallest and largest value and their sum with negatives counted as 0 (as
+ * min(), max() and sum() of the list would, in the same order). When some bucket is outside the
+ * array, nothing is counted and (lowest, highest) bucket of the values comes back: the caller
+ * grows the array and calls again. counts is an
+ * array('q'), written through the buffer protocol: ~60 instructions a value, against ~700 with
+ * a dict of buckets. The reference is _python_add_to_counts in _sketch.py. */
+static PyObject *add_to_counts(PyObject *self, PyObject *args) {
+    PyObject *counts, *values;
+    long long offset;
+    int collapsed;
     double inv, floor_value;
-    if (!PyArg_ParseTuple(args, "O!O!dd", &PyDict_Type, &bins, &PyList_Type, &values, &inv,
-                          &floor_value)) {
+    if (!PyArg_ParseTuple(args, "OLpO!dd", &counts, &offset, &collapsed, &PyList_Type, &values,
+                          &inv, &floor_value)) {
         return NULL;
     }
-    long long zeros = 0;
-    long long keys[GROUP], counts[GROUP];
-    int distinct = 0;
-    /* The size is read afresh each time: a non-float item's __float__ is Python code. */
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
+    /* Keys first (a non-float item's __float__ is Python code, which may change the list: its
+     * size is read afresh), then the range check, then the counting: all or nothing. */
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    long long *keys = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(long long));
+    if (keys == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t used = 0;
+    long long zeros = 0, lo = 0, hi = 0;
+    double smallest = INFINITY, largest = -INFINITY, total = 0.0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values) && used < n; i++) {
         PyObject *item = PyList_GET_ITEM(values, i);
         double x;
         if (PyFloat_CheckExact(item)) {
@@ -447,52 +431,63 @@ static PyObject *add_to_bins(PyObject *self, PyObject *args) {
             x = PyFloat_AsDouble(item);
             Py_DECREF(item);
             if (x == -1.0 && PyErr_Occurred()) {
-                goto fail;
+                PyMem_Free(keys);
+                return NULL;
             }
         }
+        double kept = x < 0.0 ? 0.0 : x;
+        if (kept < smallest) {
+            smallest = kept;
+        }
+        if (kept > largest) {
+            largest = kept;
+        }
+        total += kept;
         if (!(x > floor_value)) {
             zeros++;
             continue;
         }
         double index = ceil(log(x) * inv);
         if (!isfinite(index) || fabs(index) > 9.0e15) {
+            PyMem_Free(keys);
             PyErr_SetString(PyExc_ValueError, "value out of range for a sketch");
-            goto fail;
-        }
-        long long key = (long long)index;
-        int at = 0;
-        while (at < distinct && keys[at] != key) {
-            at++;
-        }
-        if (at == distinct) {
-            if (distinct == GROUP) { /* full: hand the group over and start another */
-                for (int g = 0; g < distinct; g++) {
-                    if (bump(bins, keys[g], counts[g]) < 0) {
-                        return NULL;
-                    }
-                }
-                distinct = at = 0;
-            }
-            keys[at] = key;
-            counts[at] = 0;
-            distinct++;
-        }
-        counts[at]++;
-    }
-    for (int g = 0; g < distinct; g++) {
-        if (bump(bins, keys[g], counts[g]) < 0) {
             return NULL;
         }
-    }
-    return PyLong_FromLongLong(zeros);
-fail:
-    /* What was counted before the failure still lands, as in the value-by-value loop. */
-    for (int g = 0; g < distinct; g++) {
-        if (bump(bins, keys[g], counts[g]) < 0) {
-            break;
+        long long key = (long long)index;
+        if (used == 0 || key < lo) {
+            lo = key;
         }
+        if (used == 0 || key > hi) {
+            hi = key;
+        }
+        keys[used++] = key;
     }
-    return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(counts, &view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyMem_Free(keys);
+        return NULL;
+    }
+    if (view.itemsize != (Py_ssize_t)sizeof(long long) || view.format == NULL ||
+        strcmp(view.format, "q") != 0) {
+        PyBuffer_Release(&view);
+        PyMem_Free(keys);
+        PyErr_SetString(PyExc_TypeError, "add_to_counts: counts must be an array('q')");
+        return NULL;
+    }
+    long long size = (long long)(view.len / view.itemsize);
+    if (used > 0 && (hi >= offset + size || (lo < offset && !collapsed))) {
+        PyBuffer_Release(&view);
+        PyMem_Free(keys);
+        return Py_BuildValue("(LL)", lo, hi);
+    }
+    long long *slot = (long long *)view.buf;
+    for (Py_ssize_t i = 0; i < used; i++) {
+        long long at = keys[i] - offset;
+        slot[at < 0 ? 0 : at]++;
+    }
+    PyBuffer_Release(&view);
+    PyMem_Free(keys);
+    return Py_BuildValue("(Lddd)", zeros, smallest, largest, total);
 }
 
 /* add_gaps(counts, bounds, stamps) -> total
@@ -612,8 +607,9 @@ static PyObject *iso_utc(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"add_to_bins", add_to_bins, METH_VARARGS,
-     "add_to_bins(bins, values, inv_log_gamma, min_value) -> zeros: DDSketch.add_many's loop."},
+    {"add_to_counts", add_to_counts, METH_VARARGS,
+     "add_to_counts(counts, offset, collapsed, values, inv_log_gamma, min_value) -> zeros | "
+     "(lo, hi): DDSketch.add_many's loop over its dense store."},
     {"add_gaps", add_gaps, METH_VARARGS,
      "add_gaps(counts, bounds, stamps) -> total: a stream's chunk gaps into a histogram."},
     {"iso_utc", iso_utc, METH_O,
@@ -629,7 +625,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "headway.observe._speedups",
-    "Access-log lines and sketch bins in C (_accesslog.py and _sketch.py hold the reference "
+    "Access-log lines and sketch buckets in C (_accesslog.py and _sketch.py hold the reference "
     "Python paths).",
     -1, methods,
 };

@@ -1,3 +1,4 @@
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,9 +27,14 @@ def record_outcome(
     status: int,
     reason: str,
 ) -> bool: ...
-def add_to_bins(
-    bins: dict[int, int], values: list[float], inv_log_gamma: float, min_value: float
-) -> int: ...
+def add_to_counts(
+    counts: array[int],
+    offset: int,
+    collapsed: bool,
+    values: list[float],
+    inv_log_gamma: float,
+    min_value: float,
+) -> tuple[int, float, float, float] | tuple[int, int]: ...
 
 class Tally:
     """The C twin of ``headway.observe._tally.PyTally``."""

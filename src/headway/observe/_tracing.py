@@ -465,7 +465,7 @@ class AttemptSpan:
         self._close()
 
     def wrap_finish(
-        self, finish: Callable[[BaseException | None, bool], None]
+        self, finish: Callable[[BaseException | None, bool], object]
     ) -> Callable[[BaseException | None, bool], None]:
         """A stream's outcome recorder that also ends this span when the stream ends."""
         self.span.add_event("first_chunk")

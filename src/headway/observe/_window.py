@@ -35,19 +35,6 @@ BATCH = 64
 class SlidingSketch:
     """Quantiles of the values added in (about) the last ``window_seconds``."""
 
-    __slots__ = (
-        "_clock",
-        "_epochs",
-        "_pending",
-        "_pending_epoch",
-        "_pending_until",
-        "_sketches",
-        "_slice",
-        "alpha",
-        "slices",
-        "window_seconds",
-    )
-
     def __init__(
         self,
         window_seconds: float = DEFAULT_WINDOW,

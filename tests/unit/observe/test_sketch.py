@@ -67,15 +67,43 @@ def test_merge_with_different_alpha_is_refused() -> None:
         DDSketch(0.01).merge(DDSketch(0.02))
 
 
-def test_collapse_keeps_high_quantiles_accurate() -> None:
-    sketch = DDSketch(ALPHA, max_buckets=10)
-    values = [1.5**i for i in range(40)]
+def test_collapse_keeps_the_highest_buckets_exact() -> None:
+    """The store spans at most max_buckets buckets: the lowest collapse into the lowest one
+    kept, and every value within that span of the largest keeps the relative accuracy."""
+    sketch = DDSketch(ALPHA, max_buckets=100)
+    values = [1.05**i for i in range(200)]  # ~2.4 buckets apart: a span of ~490
     for v in values:
         sketch.add(v)
-    assert len(sketch._bins) == 10
-    assert sketch.count == 40
-    top = true_quantile(values, 0.99)
-    assert abs(sketch.quantile(0.99) - top) <= ALPHA * top
+    assert len(sketch._counts) == 100
+    assert sketch.count == 200
+    assert sum(sketch.buckets().values()) == 200  # nothing lost, only the low ones merged
+    for q in (0.9, 0.99):
+        truth = true_quantile(values, q)
+        assert abs(sketch.quantile(q) - truth) <= ALPHA * truth
+    assert sketch.quantile(0.1) > true_quantile(values, 0.1) * (1 + ALPHA)  # collapsed: high
+
+
+def test_add_many_grows_the_store_both_ways_and_equals_adds() -> None:
+    one, many = DDSketch(), DDSketch()
+    batches = [[0.01, 0.02], [5.0, 0.001], [0.0, -1.0, 1e-7], [120.0]]
+    for batch in batches:
+        many.add_many(batch)
+        for v in batch:
+            one.add(v)
+    assert many.buckets() == one.buckets()
+    assert (many.count, many.zeros, many.min, many.max) == (one.count, one.zeros, 0.0, 120.0)
+    assert many.quantiles((0.1, 0.5, 0.9)) == one.quantiles((0.1, 0.5, 0.9))
+
+
+def test_merge_into_a_collapsed_store_counts_the_low_ones_in_its_first_bucket() -> None:
+    small = DDSketch(ALPHA, max_buckets=20)
+    small.add_many([100.0, 110.0, 1000.0])  # a span over 20: collapsed
+    low = DDSketch(ALPHA)
+    low.add_many([0.5, 1.0])
+    small.merge(low)
+    assert small.count == 5
+    assert sum(small.buckets().values()) == 5
+    assert min(small.buckets()) == small._offset
 
 
 def test_invalid_parameters() -> None:

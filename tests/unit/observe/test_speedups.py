@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import math
 import os
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -115,28 +116,28 @@ def test_an_odd_value_falls_back_to_the_python_path() -> None:
         max_size=80,
     )
 )
-def test_c_sketch_bins_equal_the_python_bins(values: list[float]) -> None:
-    assert sketch._add_to_bins is not None
-    c_bins: dict[int, int] = {3: 1}
-    py_bins: dict[int, int] = {3: 1}
+def test_c_sketch_counts_equal_the_python_counts(values: list[float]) -> None:
+    """The same buckets, the same zeros, and the same answer when the array must grow first
+    (then nothing is counted): at any offset, collapsed or not."""
+    assert sketch._add_to_counts is not None
     inv, floor = 1.0 / math.log(1.02), 1e-9
-    assert sketch._add_to_bins(c_bins, values, inv, floor) == sketch._python_add_to_bins(
-        py_bins, values, inv, floor
-    )
-    assert list(c_bins.items()) == list(py_bins.items())  # the same bins, inserted in order
+    for offset, size, collapsed in ((-2000, 3000, False), (0, 40, False), (0, 40, True)):
+        c_counts = array("q", [1] * size)
+        py_counts = array("q", [1] * size)
+        c = sketch._add_to_counts(c_counts, offset, collapsed, values, inv, floor)
+        py = sketch._python_add_to_counts(py_counts, offset, collapsed, values, inv, floor)
+        assert c == py
+        assert c_counts == py_counts
 
 
-def test_c_sketch_bins_group_many_distinct_values() -> None:
-    """More distinct bins than one group holds (64), repeated: counted as the Python loop."""
-    assert sketch._add_to_bins is not None
-    values = [1.05**i for i in range(150)] * 3 + [0.0, 1e-12]
-    c_bins: dict[int, int] = {}
-    py_bins: dict[int, int] = {}
-    inv, floor = 1.0 / math.log(1.02), 1e-9
-    assert sketch._add_to_bins(c_bins, values, inv, floor) == 2
-    sketch._python_add_to_bins(py_bins, values, inv, floor)
-    assert list(c_bins.items()) == list(py_bins.items())
-    assert sum(c_bins.values()) == 450
+def test_c_sketch_counts_refuse_what_is_not_an_int64_array() -> None:
+    assert sketch._add_to_counts is not None
+    with pytest.raises(TypeError):
+        sketch._add_to_counts(array("d", [0.0]), 0, False, [1.0], 50.0, 1e-9)
+    with pytest.raises(ValueError, match="out of range"):
+        sketch._add_to_counts(array("q", [0]), 0, False, [math.inf], 50.0, 1e-9)
+    with pytest.raises(ValueError, match="out of range"):
+        sketch._python_add_to_counts(array("q", [0]), 0, False, [math.inf], 50.0, 1e-9)
 
 
 @settings(max_examples=500, deadline=None)
