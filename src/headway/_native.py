@@ -78,6 +78,7 @@ COMPILED: tuple[str, ...] = (
     "headway.http._request",
     "headway.http._response",
     "headway.http._server",
+    "headway.observe._accesslog",
     "headway.observe._metrics",
     "headway.observe._sketch",
     "headway.observe._window",

@@ -94,8 +94,6 @@ class Recorder:
             sinks.append(_trace_ids)
         if slos is not None:
             sinks.append(self._slos)
-        if metrics is not None:
-            sinks.append(metrics.record_requests)
         if access_log is not None:
             sinks.append(access_log.write_outcomes)
         if tracing:
@@ -164,18 +162,21 @@ class Recorder:
         """Record every queued observation and attempt now. A sink that fails is logged and
         the others still get the batch (a metrics bug must not cost the access log)."""
         self._scheduled = False
-        attempts = self._attempts
-        if attempts:  # cleared in place: the pools append to this very list
-            if self.metrics is not None:
-                try:
-                    self.metrics.record_attempts(attempts)
-                except Exception:
-                    log.exception("recording a batch of upstream attempts failed")
-            attempts.clear()
+        attempts = self._attempts  # cleared in place: the pools append to this very list
         batch = self._pending
+        if not batch and not attempts:
+            return
+        if batch:
+            self._pending = []
+        metrics = self.metrics
+        if metrics is not None:  # both at once: one clock read, one roll check
+            try:
+                metrics.record(batch, attempts)
+            except Exception:
+                log.exception("recording a batch in the metrics failed")
+        attempts.clear()
         if not batch:
             return
-        self._pending = []
         for sink in self._sinks:
             try:
                 sink(batch)

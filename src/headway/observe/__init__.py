@@ -5,7 +5,8 @@ Everything hangs off objects the gateway owns (a private metrics registry, hooks
 process-global state, so two gateways in one process never mix numbers.
 """
 
-from ._accesslog import MAX_MODEL_CHARS, AccessLog
+from ._accesslog import AccessLog
+from ._accesslog_lines import MAX_MODEL_CHARS
 from ._buckets import INTER_TOKEN_BUCKETS, LLM_BUCKETS, TOKENS_PER_SECOND_BUCKETS
 from ._collector import SnapshotCollector
 from ._dashboard import dashboard_page

@@ -7,12 +7,14 @@ allow-list (when one is given) and looks like a model id (else ``"other"``/``"in
 keeps a prompt pasted into the ``model`` field out of the log. A disabled log costs one
 attribute check: nothing is formatted.
 
-Lines are serialised with orjson (a dict per line: measured faster than any template or
-orjson's dataclass path) and a batch of them goes to the sink in one write. The gateway hands
-over a batch per event-loop turn (:meth:`AccessLog.write_outcomes`, from its ``Recorder``),
-after that turn's answers are written, so formatting never delays an answer. Give it a
-buffered stream, or a logger whose handler is a ``QueueHandler``, so the loop never waits on a
-disk.
+Lines are written in C when it was built (``_speedups.format_lines``), else by the reference
+formatter in ``_accesslog_lines.py`` (a dict per line serialised by orjson), which also takes a
+batch with a value of an unexpected type; a batch of lines goes to the sink in one write. This
+module is compiled (``headway._native``); the reference stays Python, so it takes any value.
+The gateway hands over a batch per event-loop turn (:meth:`AccessLog.write_outcomes`, from its
+``Recorder``), after that turn's answers are written, so formatting never delays an answer.
+Give it a buffered stream, or a logger whose handler is a ``QueueHandler``, so the loop never
+waits on a disk.
 """
 
 from __future__ import annotations
@@ -20,28 +22,20 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, NamedTuple
 
-import orjson
-
+from ._accesslog_lines import _lines
 from ._labels import OTHER
 from ._outcome import Logged
 from ._trail import decision_reasons
-
-# Our choice: long enough for any real model id (``org/name:tag@rev``); no spaces, no prose.
-MAX_MODEL_CHARS = 100
-_MODEL_ID = re.compile(rf"[A-Za-z0-9._:/@+\-]{{1,{MAX_MODEL_CHARS}}}")
 
 Sink = IO[bytes] | IO[str] | logging.Logger
 
 
 class AccessLog:
     """Writes access-log lines to a binary or text stream, or to a logger at INFO."""
-
-    __slots__ = ("_clock", "_logger", "_models", "_write", "enabled")
 
     def __init__(
         self,
@@ -57,6 +51,11 @@ class AccessLog:
         self._models = None if models is None else frozenset(models)
         self._logger: logging.Logger | None = None
         self._write: Callable[[bytes], object]
+        # The C formatter's parts, bound once: module names from other modules are a dict
+        # lookup at every use in compiled code, and this runs every loop turn.
+        self._c_format = _format_lines
+        self._c_iso = _iso_utc
+        self._decisions = decision_reasons
         if isinstance(sink, logging.Logger):
             self._logger = sink
             self._write = self._to_logger
@@ -130,9 +129,10 @@ class AccessLog:
             return
         now = self._clock()
         models = self._models
-        if _format_lines is not None and _iso_utc is not None and models is not None:
+        c_format, c_iso = self._c_format, self._c_iso
+        if c_format is not None and c_iso is not None and models is not None:
             try:
-                data = _format_lines(_iso_utc(now), outcomes, models, OTHER, decision_reasons)
+                data = c_format(c_iso(now), outcomes, models, OTHER, self._decisions)
             except (TypeError, ValueError):  # an odd value: the Python path says what it makes
                 data = _lines(_from_timestamp(now, _UTC), outcomes, models)
         else:
@@ -142,44 +142,6 @@ class AccessLog:
     def set_models(self, models: Iterable[str] | None) -> None:
         """Replace the model allow-list (on config reload)."""
         self._models = None if models is None else frozenset(models)
-
-
-def _lines(ts: dt.datetime, outcomes: Sequence[Logged], models: frozenset[str] | None) -> bytes:
-    """The reference formatting: a dict per line, serialised by orjson (measured faster than a
-    bytes template or orjson's dataclass path)."""
-    lines = []
-    for o in outcomes:
-        model = o.model
-        if model is not None:
-            if models is not None:
-                if model not in models:
-                    model = OTHER
-            elif _MODEL_ID.fullmatch(model) is None:
-                model = "invalid"
-        ttft = o.ttft
-        attributes = o.attributes
-        line = {
-            "ts": ts,
-            "request_id": o.request_id,
-            "tenant": o.tenant,
-            "route": o.route,
-            "model": model,
-            "endpoint": o.endpoint,
-            "status": o.status,
-            "reason": o.reason,
-            # round(x) / 1000: the same milliseconds as round(ms, 3), at a third of the cost.
-            "latency_ms": round(o.latency * 1e6) / 1000.0,
-            "ttft_ms": None if ttft is None else round(ttft * 1e6) / 1000.0,
-            "prompt_tokens": o.prompt,
-            "completion_tokens": o.completion,
-            "stream": o.stream,
-            "decisions": decision_reasons(attributes) if attributes else [],
-        }
-        trace_id = o.trace_id
-        if trace_id is not None:
-            line["trace_id"] = trace_id
-        lines.append(_dumps(line, option=_OPTIONS))
-    return lines[0] if len(lines) == 1 else b"".join(lines)
 
 
 class _Line(NamedTuple):
@@ -203,8 +165,6 @@ class _Line(NamedTuple):
 
 _from_timestamp = dt.datetime.fromtimestamp
 _UTC = dt.UTC
-_dumps = orjson.dumps
-_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
 
 _format_lines: Callable[[bytes, Sequence[Any], frozenset[str], str, Any], bytes] | None
 _iso_utc: Callable[[float], bytes] | None

@@ -203,6 +203,11 @@ class GatewayMetrics:
             gap_bounds=self.inter_token.bounds,
         )
         self._attempts_tally = new_tally(self.upstream_duration.bounds, (), flush_at=SKETCH_BATCH)
+        # Bound once: each drain passes these, and a bound method is made anew at every read.
+        self._add_requests = self._requests_tally.add_requests
+        self._add_attempts = self._attempts_tally.add_attempts
+        self._request_miss: Callable[..., int] = self._request_slot
+        self._upstream_miss: Callable[..., int] = self._upstream_slot
         for family in (
             self.requests,
             self.duration,
@@ -310,8 +315,33 @@ class GatewayMetrics:
         """One batch into a tally: the sketches roll first if a slice ended (so the batch's
         latencies land in the slice they belong to), and each sketch the tally names as full
         folds; after a batch cut short, every full sketch folds."""
-        if self._clock.now() >= self._roll_at:
-            self._roll(self._clock.now())
+        now = self._clock.now()
+        if now >= self._roll_at:
+            self._roll(now)
+        self._add(add, batch, index, miss)
+
+    def record(
+        self, outcomes: Sequence[Counted], attempts: Sequence[tuple[str, int, float]]
+    ) -> None:
+        """A loop turn's answered requests and upstream attempts at once (the gateway's drain):
+        :meth:`record_requests` and :meth:`record_attempts` with one clock read between them."""
+        now = self._clock.now()
+        if now >= self._roll_at:
+            self._roll(now)
+        if attempts:
+            self._add(self._add_attempts, attempts, self._upstream_index, self._upstream_miss)
+        if outcomes:
+            self._add(self._add_requests, outcomes, self._request_index, self._request_miss)
+
+    def _add(
+        self,
+        add: Callable[[Any, dict[Any, int], Callable[..., int]], list[SlidingSketch]],
+        batch: Sequence[Any],
+        index: dict[Any, int],
+        miss: Callable[..., int],
+    ) -> None:
+        """The batch into its tally; each sketch the tally names as full folds, and after a
+        batch cut short, every full sketch."""
         try:
             full = add(batch, index, miss)
         except BaseException:
