@@ -39,7 +39,8 @@ nginx and wrk with apt-get, LiteLLM into its own venv, Portkey with npm, pinned 
 ``--quick`` runs 2 s per measurement; ``--only headway,nginx`` selects contenders (``direct`` is
 always measured as the baseline for added latency).
 ``HEADWAY_BENCH_OBSERVE=1`` runs Headway with ``observe: {metrics: true, access_log: true}``
-(default 0: both off, the config default), to measure what observability costs.
+(default 0: both off, the config default), to measure what observability costs;
+``HEADWAY_BENCH_RECORD_DELAY`` sets ``observe.record_delay`` (default 0.01, the config default).
 """
 
 from __future__ import annotations
@@ -439,6 +440,7 @@ def headway_config(up: Upstream, port: int, admin_port: int) -> str:
         JSON_PORT=up.json_port,
         SSE_PORT=up.sse_port,
         OBSERVE="true" if os.environ.get("HEADWAY_BENCH_OBSERVE", "0") == "1" else "false",
+        RECORD_DELAY=float(os.environ.get("HEADWAY_BENCH_RECORD_DELAY", "0.01")),
     )
 
 

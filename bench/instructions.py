@@ -141,6 +141,11 @@ def count(
         _wait_ready(port, proc, 300)
         warm = max(requests // 5, connections)
         asyncio.run(_client(port, warm, connections, stream))  # warm up
+        # Outcomes are recorded in batches up to observe.record_delay after they end: let the
+        # warm-up's last batch land before the idle spell, and the counted requests' last
+        # batch inside the counted window (its wait is idle time, taken out with the rest).
+        settle = 2 * float(os.environ.get("HEADWAY_BENCH_RECORD_DELAY", "0.01"))
+        time.sleep(settle)
         _control(proc.pid, "-i", "on")
         started = time.monotonic()
         time.sleep(idle_seconds)
@@ -149,6 +154,7 @@ def count(
         _control(proc.pid, "-i", "on")
         started = time.monotonic()
         asyncio.run(_client(port, requests, connections, stream))
+        time.sleep(settle)
         _control(proc.pid, "-i", "off")
         busy = time.monotonic() - started
         total = _window(proc.pid, out, 2)
@@ -173,7 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--idle-seconds", type=float, default=4.0, help="idle spell that measures background work"
     )
+    parser.add_argument(
+        "--record-delay",
+        type=float,
+        default=0.5,
+        help="observe.record_delay under callgrind (default: the config's 10 ms times callgrind's"
+        " ~50x slowdown, so a recorded batch holds about as many requests as a real worker's"
+        " at saturation)",
+    )
     args = parser.parse_args(argv)
+    os.environ["HEADWAY_BENCH_RECORD_DELAY"] = str(args.record_delay)
     connections = [int(c) for c in args.connections.split(",")]
     shapes = [s.strip() for s in args.shapes.split(",")]
     for tool in ("valgrind", "callgrind_control"):

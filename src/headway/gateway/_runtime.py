@@ -83,6 +83,7 @@ class Runtime:
                 access_log=access_log,
                 slos=self.slos,
                 tracing=tracer is not None,
+                delay=config.observe.record_delay,
             )
             if observed
             else None

@@ -202,6 +202,7 @@ async def test_access_log_only(
     caplog.set_level(logging.INFO, logger="headway.access")
     gw: Running = await start_gateway(make_config(observe={"metrics": False, "access_log": True}))
     await _traffic(gw)
+    await asyncio.sleep(0.2)  # the last batch is written observe.record_delay (10 ms) later
     lines = _access_lines(caplog)
     assert len(lines) == 9
     assert [x["ttft_ms"] > 0 for x in lines if x["stream"]] == [True]

@@ -121,9 +121,12 @@ def new_traceparent(sampled: bool = True) -> tuple[str, str, str]:
 
 
 async def flush(running: Running) -> None:
+    """Spans end when their requests' batch is recorded (observe.batch_delay after the first
+    of them ends): record what is waiting, then export."""
     runtime = running.gateway.runtime
     assert runtime is not None
     assert runtime.tracer is not None
+    running.gateway.flush_observations()
     assert await asyncio.to_thread(runtime.tracer.force_flush)
 
 

@@ -1,4 +1,5 @@
-"""The gateway's Recorder: outcomes are stamped when a request ends and recorded once per turn."""
+"""The gateway's Recorder: outcomes are stamped when a request ends and recorded in batches
+(observe.record_delay after a batch's first; these tests mostly use 0, the end of the turn)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from headway.gateway._observation import (
     new_observation,
     py_record_outcome,
 )
-from headway.gateway._recorder import Recorder, Seen
+from headway.gateway._recorder import MAX_BATCH, Recorder, Seen
 from headway.observe import AccessLog, GatewayMetrics
 
 _FIELDS = [f for f in PyObservation.__slots__ if f not in ("trace_id",)]
 
 
-def _setup(clock: ManualClock) -> tuple[Recorder, GatewayMetrics, io.BytesIO, list[float]]:
+def _setup(
+    clock: ManualClock, delay: float = 0.0
+) -> tuple[Recorder, GatewayMetrics, io.BytesIO, list[float]]:
     metrics = GatewayMetrics(models=["m"], tenants=["t"], clock=clock)
     sink = io.BytesIO()
     walls = [1_700_000_000.0]
@@ -32,7 +35,9 @@ def _setup(clock: ManualClock) -> tuple[Recorder, GatewayMetrics, io.BytesIO, li
         return walls[0]
 
     log = AccessLog(sink, clock=wall, models=["m"])
-    recorder = Recorder(clock=clock, metrics=metrics, access_log=log, slos=None, tracing=False)
+    recorder = Recorder(
+        clock=clock, metrics=metrics, access_log=log, slos=None, tracing=False, delay=delay
+    )
     return recorder, metrics, sink, walls
 
 
@@ -77,6 +82,50 @@ async def test_drain_records_at_once_and_the_scheduled_turn_finds_nothing(
     recorder.finish(_obs(clock.now()), 200, "ok")  # a new turn schedules a new drain
     await asyncio.sleep(0)
     assert len(sink.getvalue().splitlines()) == 2
+
+
+async def test_a_batch_waits_the_delay_and_takes_what_ends_meanwhile(clock: ManualClock) -> None:
+    """Real loop time (the delay is a loop timer), with generous bounds."""
+    recorder, _, sink, _ = _setup(clock, delay=0.1)
+    recorder.finish(_obs(clock.now()), 200, "ok")
+    await asyncio.sleep(0.01)
+    assert sink.getvalue() == b""  # waiting for others
+    recorder.finish(_obs(clock.now()), 200, "ok")  # joins the batch: no second timer
+    await asyncio.sleep(0.5)
+    lines = [orjson.loads(x) for x in sink.getvalue().splitlines()]
+    assert len(lines) == 2
+    assert len({x["ts"] for x in lines}) == 1  # one batch, one write call
+
+
+async def test_a_read_drains_before_the_delay_and_the_timer_then_finds_nothing(
+    clock: ManualClock,
+) -> None:
+    recorder, _, sink, _ = _setup(clock, delay=0.05)
+    recorder.finish(_obs(clock.now()), 200, "ok")
+    recorder.drain()  # an admin read
+    assert len(sink.getvalue().splitlines()) == 1
+    recorder.finish(_obs(clock.now()), 200, "ok")  # rides on the timer already set
+    await asyncio.sleep(0.5)
+    assert len(sink.getvalue().splitlines()) == 2
+    recorder.finish(_obs(clock.now()), 200, "ok")  # the timer fired: a new one is set
+    await asyncio.sleep(0.5)
+    assert len(sink.getvalue().splitlines()) == 3
+
+
+async def test_a_full_batch_drains_at_the_end_of_the_turn_whatever_the_delay(
+    clock: ManualClock,
+) -> None:
+    recorder, _, sink, _ = _setup(clock, delay=3600.0)
+    for _ in range(MAX_BATCH - 1):
+        recorder.finish(_obs(clock.now()), 200, "ok")
+    await asyncio.sleep(0)
+    assert sink.getvalue() == b""
+    for _ in range(3):  # reaches the bound, then one more in the same turn
+        recorder.finish(_obs(clock.now()), 200, "ok")
+    assert sink.getvalue() == b""  # not inside the request that filled it
+    await asyncio.sleep(0)
+    assert len(sink.getvalue().splitlines()) == MAX_BATCH + 2
+    assert recorder._pending == []
 
 
 async def test_upstream_attempts_are_counted_with_the_turn(clock: ManualClock) -> None:
@@ -163,3 +212,20 @@ def test_record_outcome_and_its_twin_append_and_say_when_the_batch_was_empty(twi
     with pytest.raises(TypeError):
         record(pending, "not a time", 2.0, *args)
     assert len(pending) == 2
+
+
+async def test_a_request_with_no_decisions_keeps_no_attributes_dict_waiting(
+    clock: ManualClock,
+) -> None:
+    """An empty attributes dict is recorded as None: the outcome then holds only strings and
+    numbers while it waits for its batch, and the dict, a GC object, is freed with its request
+    (held, the hundreds waiting counted toward the next young collection)."""
+    recorder, _, sink, _ = _setup(clock)
+    for attributes in ({}, {"retried": ["p/e"]}):
+        seen = Seen(clock.now(), "chat", None)
+        seen.tenant, seen.model, seen.attributes = "t", "m", attributes
+        recorder.record(seen, 200, "ok")
+    assert [o.attributes for o in recorder._pending] == [None, {"retried": ["p/e"]}]
+    recorder.drain()
+    lines = [orjson.loads(x) for x in sink.getvalue().splitlines()]
+    assert [x["decisions"] for x in lines] == [[], ["retried"]]

@@ -226,11 +226,9 @@ def test_the_c_outcome_has_the_python_observations_fields_and_defaults() -> None
     assert Outcome(start=2.0, route="x").start == 2.0
     with pytest.raises(TypeError):
         Outcome(1.0)  # type: ignore[call-arg]
-    gc.collect()
-    cycle = Outcome(0.0, "chat")
-    cycle.attributes = {"self": cycle}
-    del cycle
-    assert gc.collect() >= 2  # the outcome and its dict, only reachable from each other
+    # Left to reference counting (no holder of an outcome is reachable from its fields): the
+    # cyclic GC neither counts nor traverses the hundreds waiting for their batch.
+    assert not gc.is_tracked(c)
 
 
 @settings(max_examples=300, deadline=None)
