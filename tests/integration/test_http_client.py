@@ -530,6 +530,47 @@ async def test_stream_chunks_arrive_as_sent(servers: Servers) -> None:
     assert pool.snapshot()["idle"] == 1  # fully consumed: back in the pool
 
 
+async def test_chunks_are_stamped_as_handed_over_and_a_full_list_handed_on(
+    servers: Servers,
+) -> None:
+    """``stamp_chunks``: each chunk handed over after it is set appends the stamping clock's
+    time, whether it was buffered already or waited for; at ``held`` stamps ``full`` gets the
+    list (here it keeps the last, as the gateway's relay does)."""
+    gates = [asyncio.Event() for _ in range(4)]
+
+    async def handler(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"data: 0\n\n"
+            for number, gate in enumerate(gates, start=1):
+                await gate.wait()
+                yield b"data: %d\n\n" % number
+
+        return StreamingResponse(chunks())
+
+    _, url = await servers.serve(handler)
+    pool = servers.pool(url)
+    resp = await pool.request("POST", "/stream", [], b"{}")
+    clock = ManualClock(start=100.0)
+    stamps = [99.0]  # the relay's own first stamp
+    handed: list[list[float]] = []
+
+    def full(held: list[float]) -> None:
+        handed.append(list(held))
+        del held[:-1]
+
+    resp.stamp_chunks(stamps, clock, 3, full)
+    chunks = resp.iter_chunks()
+    for number, gate in enumerate(gates):
+        assert await chunks.__anext__() == b"data: %d\n\n" % number
+        clock.step(1.0)
+        gate.set()
+    assert await chunks.__anext__() == b"data: 4\n\n"
+    with pytest.raises(StopAsyncIteration):
+        await chunks.__anext__()
+    assert handed == [[99.0, 100.0, 101.0], [101.0, 102.0, 103.0]]
+    assert stamps == [103.0, 104.0]
+
+
 async def test_sim_server_stream_and_json(servers: Servers) -> None:
     sim = SimServer(
         SimConfig(

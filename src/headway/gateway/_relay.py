@@ -51,25 +51,28 @@ async def relay(
     error: BaseException | None = None
     cancelled = False
     # Chunk arrival times, while metrics are on: the recorder's batch turns them into TTFT
-    # and chunk gaps (a clock read and a list append per chunk here, nothing more).
+    # and chunk gaps. The response stamps each chunk as it hands it over (compiled: a clock
+    # read and a list append), and hands a long stream's gaps to the metrics as it goes, so
+    # memory stays flat.
     stamps: list[float] | None = None
-    now = clock.now
     first = 0.0
     metrics = runtime.metrics
     if obs is not None:
-        first = now()
+        first = clock.now()
         obs.ttft = first - obs.start
         if metrics is not None:
             stamps = [first]
+            observed = obs
+
+            def hand_over(held: list[float]) -> None:
+                _hand_over_gaps(metrics, observed, held)
+
+            response.stamp_chunks(stamps, clock, STREAM_STAMPS_HELD, hand_over)
     try:
         yield last
         async for chunk in response:
             previous, last = last, chunk
             events += chunk.count(b"data:")
-            if stamps is not None:
-                stamps.append(now())
-                if len(stamps) >= STREAM_STAMPS_HELD:  # a long stream: memory stays flat
-                    _hand_over_gaps(metrics, obs, stamps)
             yield chunk
     except asyncio.CancelledError:  # the client went away
         cancelled = True

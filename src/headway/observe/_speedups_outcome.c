@@ -162,6 +162,47 @@ static void outcome_dealloc(Outcome *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Attribute access by name, without the generic path's type lookup (~150 instructions a
+ * get or set from Python or compiled code, and a stream's outcome is filled in through ~15 of
+ * them): the name, interned by the caller (PyObject_GetAttr and PyObject_SetAttr intern it),
+ * is compared by pointer with the interned field names. Anything else, and a deleted field's
+ * read, takes the generic path, which behaves as before (AttributeError and all). */
+#define COUNT(f) +1
+enum { N_FIELDS = 0 FIELDS(COUNT) };
+#undef COUNT
+static PyObject *field_names[N_FIELDS];
+static const Py_ssize_t field_offsets[N_FIELDS] = {
+#define OFFSET(f) offsetof(Outcome, f),
+    FIELDS(OFFSET)
+#undef OFFSET
+};
+
+static inline PyObject **outcome_slot(PyObject *self, PyObject *name) {
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (field_names[i] == name) {
+            return (PyObject **)((char *)self + field_offsets[i]);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *outcome_getattro(PyObject *self, PyObject *name) {
+    PyObject **slot = outcome_slot(self, name);
+    if (slot != NULL && *slot != NULL) {
+        return Py_NewRef(*slot);
+    }
+    return PyObject_GenericGetAttr(self, name);
+}
+
+static int outcome_setattro(PyObject *self, PyObject *name, PyObject *value) {
+    PyObject **slot = value == NULL ? NULL : outcome_slot(self, name);
+    if (slot == NULL) { /* deletion and unknown names: the member descriptors' behaviour */
+        return PyObject_GenericSetAttr(self, name, value);
+    }
+    Py_XSETREF(*slot, Py_NewRef(value));
+    return 0;
+}
+
 static PyMemberDef outcome_members[] = {
 #define MEMBER(f) {#f, T_OBJECT_EX, offsetof(Outcome, f), 0, NULL},
     FIELDS(MEMBER)
@@ -176,6 +217,8 @@ PyTypeObject OutcomeType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Outcome(start, route): one API request's outcome (see _recorder.PyObservation).",
     .tp_members = outcome_members,
+    .tp_getattro = outcome_getattro,
+    .tp_setattro = outcome_setattro,
     .tp_new = outcome_new,
     .tp_vectorcall = outcome_vectorcall,
 };
@@ -185,6 +228,13 @@ int outcome_add_type(PyObject *module) {
         (zero_float = PyFloat_FromDouble(0.0)) == NULL || (zero_int = PyLong_FromLong(0)) == NULL) {
         return -1;
     }
+    int i = 0;
+#define NAME(f)                                                        \
+    if ((field_names[i++] = PyUnicode_InternFromString(#f)) == NULL) { \
+        return -1;                                                     \
+    }
+    FIELDS(NAME)
+#undef NAME
     if (PyType_Ready(&OutcomeType) < 0) {
         return -1;
     }

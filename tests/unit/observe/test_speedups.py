@@ -226,6 +226,15 @@ def test_the_c_outcome_has_the_python_observations_fields_and_defaults() -> None
     assert Outcome(start=2.0, route="x").start == 2.0
     with pytest.raises(TypeError):
         Outcome(1.0)  # type: ignore[call-arg]
+    name = "".join(["ten", "ant"])  # built at run time: interned by setattr/getattr
+    setattr(c, name, "u")
+    assert getattr(c, name) == c.tenant == "u"
+    del c.tenant
+    with pytest.raises(AttributeError):
+        del c.tenant  # already gone
+    c.tenant = "v"  # a deleted field can be set again
+    assert c.tenant == "v"
+    assert c.__class__ is Outcome  # other names: the generic path
     # Left to reference counting (no holder of an outcome is reachable from its fields): the
     # cyclic GC neither counts nor traverses the hundreds waiting for their batch.
     assert not gc.is_tracked(c)
