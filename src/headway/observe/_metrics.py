@@ -50,6 +50,9 @@ from ._tally import new_tally
 from ._window import BATCH as SKETCH_BATCH
 from ._window import DEFAULT_SLICES, DEFAULT_WINDOW, SlidingSketch
 
+# A tally's add_requests or add_attempts: (batch, index, miss) -> the sketches to fold.
+TallyAdd = Callable[[Any, dict[Any, int], Callable[..., int]], list[SlidingSketch]]
+
 #: The gateway's API routes (the ``route`` label); anything else is "other".
 ROUTES = ("chat", "completions", "embeddings")
 
@@ -298,7 +301,7 @@ class GatewayMetrics:
         )
 
     def record_requests(self, outcomes: Sequence[Counted]) -> None:
-        """Many answered requests at once (the gateway records a batch per loop turn), tallied
+        """Many answered requests at once (the gateway records them in batches), tallied
         per series (``_tally``: in C when built) and added to the series when they are read;
         latencies go to their model's sketch now."""
         self._tally(
@@ -307,7 +310,7 @@ class GatewayMetrics:
 
     def _tally(
         self,
-        add: Callable[[Any, dict[Any, int], Callable[..., int]], list[SlidingSketch]],
+        add: TallyAdd,
         batch: Sequence[Any],
         index: dict[Any, int],
         miss: Callable[..., int],
@@ -323,7 +326,7 @@ class GatewayMetrics:
     def record(
         self, outcomes: Sequence[Counted], attempts: Sequence[tuple[str, int, float]]
     ) -> None:
-        """A loop turn's answered requests and upstream attempts at once (the gateway's drain):
+        """A batch of answered requests and upstream attempts at once (the gateway's drain):
         :meth:`record_requests` and :meth:`record_attempts` with one clock read between them."""
         now = self._clock.now()
         if now >= self._roll_at:
@@ -335,7 +338,7 @@ class GatewayMetrics:
 
     def _add(
         self,
-        add: Callable[[Any, dict[Any, int], Callable[..., int]], list[SlidingSketch]],
+        add: TallyAdd,
         batch: Sequence[Any],
         index: dict[Any, int],
         miss: Callable[..., int],
