@@ -60,7 +60,6 @@ from ._errors import (
     http_error,
     reason_label,
 )
-from ._observation import Observation
 from ._openai import Endpoint, ParsedRequest, extract_usage, parse_body
 from ._openapi import DOCUMENT_JSON
 from ._recorder import Seen, new_request_id
@@ -576,13 +575,11 @@ class Gateway:
                 headers=() if side is None else side.headers(ctx),
             )
         claim.streaming = True
-        streamed: Observation | None = None
-        if obs is not None:
+        if obs is not None:  # the relay records the stream's outcome when it ends
             obs.stream = True
             obs.endpoint = reply.endpoint
-            streamed = obs.observation()
         return StreamingResponse(
-            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, streamed, self._clock),
+            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, obs, self._clock),
             headers=[(b"cache-control", b"no-cache")]
             + ([] if side is None else list(side.headers(ctx))),
         )

@@ -106,10 +106,14 @@ def py_record_outcome(
     trace: RequestTrace | None,
     status: int,
     reason: str,
+    stream: bool,
+    first: float | None,
+    stamps: list[float] | None,
 ) -> bool:
-    """A whole (non-streamed) answer's outcome, made complete in one call and appended to
-    ``pending``; True when ``pending`` was empty (the caller then schedules the drain). The
-    reference for ``_speedups.record_outcome``."""
+    """An answer's outcome, made complete in one call and appended to ``pending``; True when
+    ``pending`` was empty (the caller then schedules the drain). ``first``: a stream's first
+    chunk's time (None: a whole answer); ``stamps``: a stream's chunk times (None: not kept).
+    The reference for ``_speedups.record_outcome``."""
     obs = PyObservation(start, route)
     obs.tenant = tenant
     obs.model = model
@@ -121,7 +125,17 @@ def py_record_outcome(
     obs.trace = trace
     obs.status = status
     obs.reason = reason
-    obs.latency = obs.generation = now - start  # a whole answer's tokens come with its body
+    obs.stream = stream
+    obs.latency = now - start
+    if first is None:
+        obs.generation = obs.latency  # a whole answer's tokens come with its body
+    else:
+        obs.ttft = first - start
+        if stamps is not None:
+            if not stamps:
+                raise TypeError("record_outcome: stamps must be a non-empty list")
+            obs.stamps = stamps
+            obs.generation = stamps[-1] - first  # first to last chunk: the decode time
     was_empty = not pending
     pending.append(obs)
     return was_empty
@@ -143,6 +157,9 @@ RecordOutcome = Callable[
         RequestTrace | None,
         int,
         str,
+        bool,
+        float | None,
+        list[float] | None,
     ],
     bool,
 ]
@@ -158,5 +175,5 @@ def _pick() -> tuple[Callable[[float, str], Observation], RecordOutcome]:
 
 
 #: Makes a request's observation: ``new_observation(start, route)`` (a stream's, filled in as
-#: it goes); ``record_outcome(pending, ...)`` makes a whole answer's at once.
+#: it goes); ``record_outcome(pending, ...)`` makes an answer's at once.
 new_observation, record_outcome = _pick()

@@ -2,22 +2,21 @@
 
 A request that is observed (metrics, access log, tracing or SLOs on) carries its fields as they
 become known (:class:`Seen`). When its answer is out, :meth:`Recorder.record` makes its outcome
-in one call and queues it (a stream's :class:`Observation` is finished by its relay);
-:meth:`Recorder.drain` hands the whole batch to the SLO book, the metrics, the access log and
-the tracer. Why batches: per request, the data path then pays one clock read and one list
-append, and the bookkeeping runs once per batch with one call per sink instead of several
-calls per request.
+in one call and queues it (a stream's, with its first chunk's time and its chunk times, when
+its relay ends); :meth:`Recorder.drain` hands the whole batch to the SLO book, the metrics,
+the access log and the tracer. Why batches: per request, the data path then pays one clock
+read and one list append, and the bookkeeping runs once per batch with one call per sink
+instead of several calls per request.
 
 A batch is what ends within ``observe.record_delay`` (10 ms) of its first request (or
 :data:`MAX_BATCH` requests, if sooner), drained from a loop timer after that turn's answers
-are written. Not
-one loop turn's answers: a drain has a fixed cost (~6k instructions: the metrics' clock read
-and window check, one log write, a call per sink) that a loop turn's handful of answers
-shared badly, ~1k instructions a request at saturation; 10 ms of traffic shares it among
-hundreds. Latency runs from the request's arrival at the handler to its answer being handed
-to the protocol, so the delay is in no number. Readers (``/metrics``, the admin API) call
-:meth:`Recorder.drain` first and see every answered request; the once-a-second timeline is at
-most one delay behind.
+are written. Not one loop turn's answers: a drain has a fixed cost (~6k instructions: the
+metrics' clock read and window check, one log write, a call per sink) that a loop turn's
+handful of answers shared badly, ~1k instructions a request at saturation; 10 ms of traffic
+shares it among hundreds. Latency runs from the request's arrival at the handler to its
+answer being handed to the protocol, so the delay is in no number. Readers (``/metrics``,
+the admin API) call :meth:`Recorder.drain` first and see every answered request; the
+once-a-second timeline is at most one delay behind.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from typing import Any, Final
 from headway.core import Clock
 from headway.observe import AccessLog, GatewayMetrics, RequestTrace, SloBook
 
-from ._observation import Observation, new_observation, record_outcome
+from ._observation import Observation, record_outcome
 
 log: Final = logging.getLogger("headway.gateway")
 
@@ -48,8 +47,7 @@ def new_request_id() -> str:
 class Seen:
     """An observed API request's fields as they become known. Compiled (headway._native), it
     is set field by field at the cost of a store each; the outcome is then made in one call when
-    the answer is out (:meth:`Recorder.record`), or, for a stream, handed on as an
-    :class:`Observation` to the relay (:meth:`observation`)."""
+    the answer is out (:meth:`Recorder.record`; a stream's by its relay when it ends)."""
 
     def __init__(self, start: float, route: str, trace: RequestTrace | None) -> None:
         self.start = start
@@ -64,21 +62,9 @@ class Seen:
         self.completion: int | None = None
         self.stream = False
 
-    def observation(self) -> Observation:
-        """What is known so far, as an observation a stream fills in and finishes."""
-        obs = new_observation(self.start, self.route)
-        obs.trace = self.trace
-        obs.tenant = self.tenant
-        obs.model = self.model
-        obs.endpoint = self.endpoint
-        obs.request_id = self.request_id
-        obs.attributes = self.attributes
-        obs.stream = self.stream
-        return obs
-
 
 class Recorder:
-    """Queues finished observations and records them once per loop turn (see the module)."""
+    """Queues answered requests' outcomes and records them in batches (see the module)."""
 
     def __init__(
         self,
@@ -113,8 +99,17 @@ class Recorder:
             sinks.append(_end_spans)
         self._sinks = tuple(sinks)
 
-    def record(self, seen: Seen, status: int, reason: str) -> None:
-        """A whole answer (``seen``) ended with ``status``: its outcome, made in one call."""
+    def record(
+        self,
+        seen: Seen,
+        status: int,
+        reason: str,
+        first: float | None = None,
+        stamps: list[float] | None = None,
+    ) -> None:
+        """An answer (``seen``) ended with ``status``: its outcome, made in one call. A stream
+        gives its first chunk's time (``first``: TTFT) and, while metrics are on, its chunk
+        times (``stamps``: chunk gaps and decode time)."""
         request_id = seen.request_id
         if request_id is None:  # refused before it had a context (the log names it)
             request_id = new_request_id()
@@ -136,20 +131,14 @@ class Recorder:
             seen.trace,
             status,
             reason,
+            seen.stream,
+            first,
+            stamps,
         ):
-            self._queued()
-
-    def finish(self, obs: Observation, status: int, reason: str) -> None:
-        """``obs`` ended with ``status`` (``reason``: ok, or the refusal or error label)."""
-        obs.latency = latency = self._clock.now() - obs.start
-        obs.status = status
-        obs.reason = reason
-        if obs.request_id is None:  # refused before it had a context (the log names it)
-            obs.request_id = new_request_id()
-        if not obs.stream:
-            obs.generation = latency  # a whole answer's tokens arrive with its body
-        self._pending.append(obs)
-        self._queued()
+            if not self._scheduled:
+                self._schedule()
+        elif len(self._pending) == MAX_BATCH:  # once: it may grow past until the turn ends
+            self._drain_soon()
 
     @property
     def attempt(self) -> Callable[[tuple[str, int, float]], object]:
@@ -158,14 +147,6 @@ class Recorder:
         call. Attempts are counted with the next drain; every attempt belongs to a request
         that finishes, and its finish schedules one (an admin read drains at once)."""
         return self._attempts.append
-
-    def _queued(self) -> None:
-        """An outcome was queued: drain when the batch is full (once: it may grow past the
-        bound until the end of this turn), else make sure a drain is due."""
-        if len(self._pending) == MAX_BATCH:
-            self._drain_soon()
-        elif not self._scheduled:
-            self._schedule()
 
     def _schedule(self) -> None:
         """Drain after the delay (0: at the end of this loop turn); at once when no loop runs

@@ -22,8 +22,8 @@ from headway.core import Clock
 from headway.observe import GatewayMetrics
 
 from ._errors import http_error, reason_label
-from ._observation import Observation
 from ._openai import extract_usage
+from ._recorder import Seen
 from ._runtime import Runtime
 from ._tenants import Admission
 from ._upstreams import StreamReply
@@ -40,7 +40,7 @@ async def relay(
     reply: StreamReply,
     admission: Admission,
     prompt_tokens: int,
-    obs: Observation | None,
+    seen: Seen | None,
     clock: Clock,
 ) -> AsyncIterator[bytes]:
     """Relay SSE chunks as they arrive, unchanged; account usage at the end."""
@@ -57,12 +57,11 @@ async def relay(
     stamps: list[float] | None = None
     first = 0.0
     metrics = runtime.metrics
-    if obs is not None:
+    if seen is not None:
         first = clock.now()
-        obs.ttft = first - obs.start
         if metrics is not None:
             stamps = [first]
-            observed = obs
+            observed = seen
 
             def hand_over(held: list[float]) -> None:
                 _hand_over_gaps(metrics, observed, held)
@@ -94,44 +93,40 @@ async def relay(
             # No usage chunk (the client did not ask for one): the estimated prompt plus one
             # token per event relayed.
             total = prompt_tokens + events
-        if obs is not None:
-            if stamps is not None:
-                obs.stamps = stamps
-                obs.generation = stamps[-1] - first  # first to last chunk: the decode time
-            _record_stream(runtime, obs, usage, error, cancelled)
+        if seen is not None:
+            _record_stream(runtime, seen, first, stamps, usage, error, cancelled)
         await admission.settle(total)
         await response.aclose()
         await runtime.admission.__aexit__(None, None, None)
         runtime.leave()
 
 
-def _hand_over_gaps(
-    metrics: GatewayMetrics | None, obs: Observation | None, stamps: list[float]
-) -> None:
+def _hand_over_gaps(metrics: GatewayMetrics, seen: Seen, stamps: list[float]) -> None:
     """A long stream's chunk gaps so far into the metrics now; the last stamp stays, to
     start the next gap."""
-    if metrics is not None and obs is not None:  # always, when there are stamps
-        metrics.stream_gaps(obs.model, stamps)
-        del stamps[:-1]
+    metrics.stream_gaps(seen.model, stamps)
+    del stamps[:-1]
 
 
 def _record_stream(
     runtime: Runtime,
-    obs: Observation,
+    seen: Seen,
+    first: float,
+    stamps: list[float] | None,
     usage: Any,
     error: BaseException | None,
     cancelled: bool,
 ) -> None:
     if usage is not None:
-        obs.prompt = usage.prompt_tokens
-        obs.completion = usage.completion_tokens
+        seen.prompt = usage.prompt_tokens
+        seen.completion = usage.completion_tokens
     recorder = runtime.recorder
-    assert recorder is not None  # an observation is made only for an observed runtime
+    assert recorder is not None  # a stream is seen only by an observed runtime
     if cancelled:
-        recorder.finish(obs, CLIENT_CLOSED, "client_closed")
+        recorder.record(seen, CLIENT_CLOSED, "client_closed", first, stamps)
     elif error is not None:
         # The 200 is already sent; the outcome counted is what the error maps to.
         err = http_error(error)
-        recorder.finish(obs, err.status, reason_label(err.reason))
+        recorder.record(seen, err.status, reason_label(err.reason), first, stamps)
     else:
-        recorder.finish(obs, 200, "ok")
+        recorder.record(seen, 200, "ok", first, stamps)

@@ -645,8 +645,8 @@ static PyMethodDef methods[] = {
      "iso_utc(seconds) -> bytes: the UTC time as orjson writes a datetime (OPT_UTC_Z)."},
     {"record_outcome", (PyCFunction)(void (*)(void))record_outcome, METH_FASTCALL,
      "record_outcome(pending, start, now, route, tenant, model, endpoint, request_id, "
-     "attributes, prompt, completion, trace, status, reason) -> bool: a whole answer's "
-     "Outcome, appended to pending (True: pending was empty)."},
+     "attributes, prompt, completion, trace, status, reason, stream, first, stamps) -> bool: "
+     "an answer's Outcome, appended to pending (True: pending was empty)."},
     {"format_lines", (PyCFunction)(void (*)(void))format_lines, METH_FASTCALL,
      "format_lines(ts, outcomes, models, other, decisions) -> bytes: access-log lines."},
     {NULL, NULL, 0, NULL},

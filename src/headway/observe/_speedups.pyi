@@ -26,6 +26,9 @@ def record_outcome(
     trace: Any,
     status: int,
     reason: str,
+    stream: bool,
+    first: float | None,
+    stamps: list[float] | None,
 ) -> bool: ...
 def add_to_counts(
     counts: array[int],

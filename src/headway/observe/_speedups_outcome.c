@@ -49,16 +49,18 @@ static PyObject *outcome_make(PyTypeObject *type, PyObject *start, PyObject *rou
 }
 
 /* record_outcome(pending, start, now, route, tenant, model, endpoint, request_id, attributes,
- *                prompt, completion, trace, status, reason) -> bool
- * A whole (non-streamed) answer's outcome made in one call, complete (latency = now - start,
- * which is also its decode time), and appended to pending; True when pending was empty, so the
- * caller schedules the drain. The gateway keeps a request's fields in its own compiled objects
- * until the answer is out: filled in attribute by attribute, an Outcome cost ~20 calls by
- * name from the compiled code (~2k instructions). The reference is py_record_outcome in
- * gateway/_observation.py. */
+ *                prompt, completion, trace, status, reason, stream, first, stamps) -> bool
+ * An answer's outcome made in one call, complete, and appended to pending; True when pending
+ * was empty, so the caller schedules the drain. latency = now - start. A whole answer
+ * (first None) has ttft None and its latency as its decode time; a stream (first: its first
+ * chunk's time) has ttft = first - start, its chunk stamps (or None) and, with stamps, the
+ * decode time from first to the last stamp (else 0.0). The gateway keeps a request's fields in
+ * its own compiled objects until the answer is out: filled in attribute by attribute, an
+ * Outcome cost ~20 calls by name from the compiled code (~2k instructions). The reference is
+ * py_record_outcome in gateway/_observation.py. */
 PyObject *record_outcome(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 14) {
-        PyErr_Format(PyExc_TypeError, "record_outcome takes 14 arguments, got %zd", nargs);
+    if (nargs != 17) {
+        PyErr_Format(PyExc_TypeError, "record_outcome takes 17 arguments, got %zd", nargs);
         return NULL;
     }
     PyObject *pending = args[0];
@@ -74,13 +76,44 @@ PyObject *record_outcome(PyObject *module, PyObject *const *args, Py_ssize_t nar
     if (now == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
+    PyObject *first = args[15], *stamps = args[16];
+    PyObject *ttft = NULL, *generation = NULL;
+    if (first != Py_None) {
+        double at = PyFloat_AsDouble(first);
+        if (at == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        double decode = 0.0;
+        if (stamps != Py_None) {
+            if (!PyList_Check(stamps) || PyList_GET_SIZE(stamps) == 0) {
+                PyErr_SetString(PyExc_TypeError, "record_outcome: stamps must be a non-empty list");
+                return NULL;
+            }
+            double last = PyFloat_AsDouble(PyList_GET_ITEM(stamps, PyList_GET_SIZE(stamps) - 1));
+            if (last == -1.0 && PyErr_Occurred()) {
+                return NULL;
+            }
+            decode = last - at;
+        }
+        if ((ttft = PyFloat_FromDouble(at - start)) == NULL) {
+            return NULL;
+        }
+        if ((generation = PyFloat_FromDouble(decode)) == NULL) {
+            Py_DECREF(ttft);
+            return NULL;
+        }
+    }
     PyObject *latency = PyFloat_FromDouble(now - start);
     if (latency == NULL) {
+        Py_XDECREF(ttft);
+        Py_XDECREF(generation);
         return NULL;
     }
     Outcome *o = (Outcome *)outcome_make(&OutcomeType, args[1], args[3]);
     if (o == NULL) {
         Py_DECREF(latency);
+        Py_XDECREF(ttft);
+        Py_XDECREF(generation);
         return NULL;
     }
 #define SET(field, value) Py_SETREF(o->field, Py_NewRef(value));
@@ -94,8 +127,15 @@ PyObject *record_outcome(PyObject *module, PyObject *const *args, Py_ssize_t nar
     SET(trace, args[11])
     SET(status, args[12])
     SET(reason, args[13])
-    SET(generation, latency)
+    SET(stream, args[14])
 #undef SET
+    if (ttft == NULL) { /* a whole answer: its tokens came with its body */
+        Py_SETREF(o->generation, Py_NewRef(latency));
+    } else { /* the references made above */
+        Py_SETREF(o->ttft, ttft);
+        Py_SETREF(o->generation, generation);
+        Py_SETREF(o->stamps, Py_NewRef(stamps));
+    }
     Py_SETREF(o->latency, latency); /* the reference made above */
     int was_empty = PyList_GET_SIZE(pending) == 0;
     int rc = PyList_Append(pending, (PyObject *)o);
