@@ -62,8 +62,8 @@ from ._errors import (
 )
 from ._openai import Endpoint, ParsedRequest, extract_usage, parse_body
 from ._openapi import DOCUMENT_JSON
-from ._recorder import Seen, new_request_id
-from ._relay import CLIENT_CLOSED, relay
+from ._recorder import CLIENT_CLOSED, Seen, new_request_id
+from ._relay import relay
 from ._rollout_metrics import RolloutCollector
 from ._rollouts import RolloutManager
 from ._routes import ModelRoute, ProxyCall
@@ -579,7 +579,7 @@ class Gateway:
             obs.stream = True
             obs.endpoint = reply.endpoint
         return StreamingResponse(
-            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, obs, self._clock),
+            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, obs),
             headers=[(b"cache-control", b"no-cache")]
             + ([] if side is None else list(side.headers(ctx))),
         )

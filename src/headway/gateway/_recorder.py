@@ -28,9 +28,12 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from headway.core import Clock
+from headway.http.client import UpstreamResponse
 from headway.observe import AccessLog, GatewayMetrics, RequestTrace, SloBook
 
+from ._errors import http_error, reason_label
 from ._observation import Observation, record_outcome
+from ._openai import Usage
 
 log: Final = logging.getLogger("headway.gateway")
 
@@ -63,6 +66,53 @@ class Seen:
         self.stream = False
 
 
+# nginx's status for a request whose client went away before the answer was complete.
+CLIENT_CLOSED: Final = 499
+
+
+class StreamWatch:
+    """What an observed stream's relay keeps: its first chunk's time and, while metrics are
+    on, its chunk times (stamped by the upstream response as it hands each chunk over). Why a
+    compiled object: the relay is an async generator, which mypyc cannot compile, and this
+    bookkeeping in it cost ~2k instructions a stream."""
+
+    def __init__(
+        self, recorder: Recorder, seen: Seen, response: UpstreamResponse, held: int
+    ) -> None:
+        self._recorder = recorder
+        self._seen = seen
+        clock = recorder.clock
+        self.first = first = clock.now()
+        self.stamps: list[float] | None = None
+        metrics = recorder.metrics
+        if metrics is not None:
+            self._metrics = metrics
+            self.stamps = stamps = [first]
+            response.stamp_chunks(stamps, clock, held, self._hand_over)
+
+    def _hand_over(self, stamps: list[float]) -> None:
+        """A long stream's chunk gaps so far into the metrics now, so memory stays flat; the
+        last stamp stays, to start the next gap."""
+        self._metrics.stream_gaps(self._seen.model, stamps)
+        del stamps[:-1]
+
+    def ended(self, usage: Usage | None, error: BaseException | None, cancelled: bool) -> None:
+        """The stream is over: its outcome, with the tokens ``usage`` reported, recorded."""
+        seen = self._seen
+        if usage is not None:
+            seen.prompt = usage.prompt_tokens
+            seen.completion = usage.completion_tokens
+        recorder = self._recorder
+        if cancelled:
+            recorder.record(seen, CLIENT_CLOSED, "client_closed", self.first, self.stamps)
+        elif error is not None:
+            # The 200 is already sent; the outcome counted is what the error maps to.
+            err = http_error(error)
+            recorder.record(seen, err.status, reason_label(err.reason), self.first, self.stamps)
+        else:
+            recorder.record(seen, 200, "ok", self.first, self.stamps)
+
+
 class Recorder:
     """Queues answered requests' outcomes and records them in batches (see the module)."""
 
@@ -76,7 +126,7 @@ class Recorder:
         tracing: bool,
         delay: float = 0.0,
     ) -> None:
-        self._clock = clock
+        self.clock = clock
         self._delay = delay
         self.metrics = metrics
         self.access_log = access_log
@@ -119,7 +169,7 @@ class Recorder:
         if self._record_outcome(
             self._pending,
             seen.start,
-            self._clock.now(),
+            self.clock.now(),
             seen.route,
             seen.tenant,
             seen.model,
