@@ -333,6 +333,8 @@ class Gateway:
 
     async def _retire(self, runtime: Runtime, grace: float) -> None:
         await runtime.drained(grace)
+        if runtime.recorder is not None:  # its last batch, before its tracer may close
+            runtime.recorder.drain()
         await runtime.aclose()
         tracer = runtime.tracer
         if tracer is not None and tracer is not self._tracer and tracer in self._tracers:

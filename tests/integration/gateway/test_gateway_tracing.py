@@ -442,7 +442,9 @@ async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> Non
 async def test_reload_keeps_an_unchanged_tracer_and_flushes_a_replaced_one(
     start_gateway: StartGateway, receiver: OtlpReceiver
 ) -> None:
-    slow_batches = tracing(receiver, batch_delay=600)
+    # Spans wait 600 s for their export batch, and outcomes (which end the spans) 1 s for
+    # theirs: a retired runtime records what it holds before its tracer can be closed.
+    slow_batches = {**tracing(receiver, batch_delay=600), "record_delay": 1.0}
     running: Running = await start_gateway(make_config(observe=slow_batches))
     gateway = running.gateway
     assert gateway.runtime is not None
