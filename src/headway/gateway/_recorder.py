@@ -199,29 +199,28 @@ class Recorder:
         return self._attempts.append
 
     def _schedule(self) -> None:
-        """Drain after the delay (0: at the end of this loop turn); at once when no loop runs
-        (a stream closed by the garbage collector after its loop is gone must still be
-        counted)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.drain()
-            return
-        self._scheduled = True
-        if self._delay > 0.0:
-            loop.call_later(self._delay, self._due)
-        else:
-            loop.call_soon(self._due)
+        """Drain after the delay (0: at the end of this loop turn)."""
+        self._scheduled = self._soon(self._delay, self._due)
 
     def _drain_soon(self) -> None:
         """A full batch drains at the end of this loop turn, after the turn's answers are
         written (not inside the request that filled it)."""
+        self._soon(0.0, self.drain)
+
+    def _soon(self, delay: float, callback: Callable[[], None]) -> bool:
+        """``callback`` on the running loop after ``delay`` (0: at the end of this turn); True
+        once set. With no loop running, drain at once: a stream closed by the garbage
+        collector after its loop is gone must still be counted."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.drain()
-            return
-        loop.call_soon(self.drain)
+            return False
+        if delay > 0.0:
+            loop.call_later(delay, callback)
+        else:
+            loop.call_soon(callback)
+        return True
 
     def _due(self) -> None:
         self._scheduled = False

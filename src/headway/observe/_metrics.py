@@ -304,30 +304,14 @@ class GatewayMetrics:
         """Many answered requests at once (the gateway records them in batches), tallied
         per series (``_tally``: in C when built) and added to the series when they are read;
         latencies go to their model's sketch now."""
-        self._tally(
-            self._requests_tally.add_requests, outcomes, self._request_index, self._request_slot
-        )
-
-    def _tally(
-        self,
-        add: TallyAdd,
-        batch: Sequence[Any],
-        index: dict[Any, int],
-        miss: Callable[..., int],
-    ) -> None:
-        """One batch into a tally: the sketches roll first if a slice ended (so the batch's
-        latencies land in the slice they belong to), and each sketch the tally names as full
-        folds; after a batch cut short, every full sketch folds."""
-        now = self._clock.now()
-        if now >= self._roll_at:
-            self._roll(now)
-        self._add(add, batch, index, miss)
+        self.record(outcomes, ())
 
     def record(
         self, outcomes: Sequence[Counted], attempts: Sequence[tuple[str, int, float]]
     ) -> None:
-        """A batch of answered requests and upstream attempts at once (the gateway's drain):
-        :meth:`record_requests` and :meth:`record_attempts` with one clock read between them."""
+        """A batch of answered requests and upstream attempts at once (the gateway's drain),
+        with one clock read: the sketches roll first if a slice ended (so the batch's latencies
+        land in the slice they belong to), then each batch goes into its tally."""
         now = self._clock.now()
         if now >= self._roll_at:
             self._roll(now)
@@ -450,10 +434,8 @@ class GatewayMetrics:
 
     def record_attempts(self, attempts: Sequence[tuple[str, int, float]]) -> None:
         """Many upstream attempts at once, each ``(endpoint, status, seconds)`` (the gateway
-        records a batch per loop turn), tallied like requests (see ``record_requests``)."""
-        self._tally(
-            self._attempts_tally.add_attempts, attempts, self._upstream_index, self._upstream_slot
-        )
+        records them in batches), tallied like requests (see ``record_requests``)."""
+        self.record((), attempts)
 
     def _upstream_slot(self, endpoint: str, status: int) -> int:
         """The tally slot of an attempt's endpoint and status, the first time they are seen.
