@@ -93,6 +93,49 @@ def test_escapes_and_numbers_match_orjson() -> None:
     assert parsed["decisions"] == ["retried", "shed"]
 
 
+@pytest.mark.parametrize("special", ['"', "\\", "\x00", "\x1f", "\n", "\x7f", "é", "😀"])
+def test_strings_checked_a_word_at_a_time_escape_every_position(special: str) -> None:
+    # The C writer tests eight bytes at once for something to escape: a character to escape
+    # in any position of a word, or of the tail after the last whole word, is still escaped.
+    recs = [
+        Rec(
+            "a" * at + special + "b" * (23 - at), "t", "chat", "gpt-4o", "x" * 17 + special,
+            200, None, 0.5, None, None, None, False, None, None,
+        )
+        for at in range(24)
+    ]  # fmt: skip
+    assert c_lines(recs) == accesslog._lines(TS, recs, MODELS)
+    assert [orjson.loads(x)["request_id"][:25] for x in c_lines(recs).splitlines()] == [
+        r.request_id for r in recs
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, 1, 9, 10, 99, 100, 101, 999, 1000, 2**30 - 1, 2**30, 2**31, 2**63 - 1, -1, -100, -(2**63)],
+)
+def test_ints_of_every_width_print_as_python_prints_them(value: int) -> None:
+    rec = Rec(
+        "r", "t", "chat", "gpt-4o", None, 200, None, 0.5, None, value, value, False, None, None
+    )
+    line = orjson.loads(c_lines([rec]))
+    assert line["prompt_tokens"] == line["completion_tokens"] == value
+    assert c_lines([rec]) == accesslog._lines(TS, [rec], MODELS)
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [0.0, 0.0000005, 0.0000015, 0.0012345, 0.001, 0.01, 0.0105, 0.12, 1.0, 59.9999995, 1e9],
+)
+def test_milliseconds_round_half_even_and_print_as_python_prints_them(seconds: float) -> None:
+    rec = Rec(
+        "r", "t", "chat", "gpt-4o", None, 200, None, seconds, seconds, None, None, False, None, None
+    )
+    line = orjson.loads(c_lines([rec]))
+    assert line["latency_ms"] == round(seconds * 1e6) / 1000
+    assert c_lines([rec]) == accesslog._lines(TS, [rec], MODELS)
+
+
 def test_an_odd_value_falls_back_to_the_python_path() -> None:
     out = io.BytesIO()
     log = AccessLog(out, clock=lambda: 1_700_000_000.0, models=MODELS)
