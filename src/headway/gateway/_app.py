@@ -62,7 +62,7 @@ from ._errors import (
 )
 from ._openai import Endpoint, ParsedRequest, extract_usage, parse_body
 from ._openapi import DOCUMENT_JSON
-from ._recorder import CLIENT_CLOSED, Seen, new_request_id
+from ._recorder import CLIENT_CLOSED, Seen, StreamWatch, new_request_id
 from ._relay import relay
 from ._rollout_metrics import RolloutCollector
 from ._rollouts import RolloutManager
@@ -577,11 +577,17 @@ class Gateway:
                 headers=() if side is None else side.headers(ctx),
             )
         claim.streaming = True
-        if obs is not None:  # the relay records the stream's outcome when it ends
+        watch: StreamWatch | None = None
+        if obs is not None:  # the relay tells the watch when the stream ends
             obs.stream = True
             obs.endpoint = reply.endpoint
+            recorder = runtime.recorder
+            assert recorder is not None  # a request is observed only by an observed runtime
+            # Made here, compiled, not in the relay: there it was a keyword-parsed call from
+            # interpreted code (~300 instructions).
+            watch = StreamWatch(recorder, obs, reply.response)
         return StreamingResponse(
-            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, obs),
+            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, watch),
             headers=[(b"cache-control", b"no-cache")]
             + ([] if side is None else list(side.headers(ctx))),
         )

@@ -19,14 +19,10 @@ import orjson
 
 from ._errors import http_error
 from ._openai import extract_usage
-from ._recorder import Seen, StreamWatch
+from ._recorder import StreamWatch
 from ._runtime import Runtime
 from ._tenants import Admission
 from ._upstreams import StreamReply
-
-#: Chunk arrival times a stream holds before it hands their gaps to the metrics (our choice:
-#: 256 floats, ~8 KiB; a ten-minute stream at 50 tokens/s would otherwise hold ~1 MB).
-STREAM_STAMPS_HELD = 256
 
 
 async def relay(
@@ -34,21 +30,17 @@ async def relay(
     reply: StreamReply,
     admission: Admission,
     prompt_tokens: int,
-    seen: Seen | None,
+    watch: StreamWatch | None,
 ) -> AsyncIterator[bytes]:
-    """Relay SSE chunks as they arrive, unchanged; account usage at the end."""
+    """Relay SSE chunks as they arrive, unchanged; account usage at the end. ``watch``: an
+    observed stream's first-chunk and chunk times (made by compiled code, see StreamWatch),
+    told how the stream ended."""
     response = reply.response
     previous = b""
     last = reply.first
     events = last.count(b"data:")
     error: BaseException | None = None
     cancelled = False
-    # An observed stream's TTFT and chunk times, kept by compiled code (see StreamWatch).
-    watch: StreamWatch | None = None
-    if seen is not None:
-        recorder = runtime.recorder
-        assert recorder is not None  # a stream is seen only by an observed runtime
-        watch = StreamWatch(recorder, seen, response, STREAM_STAMPS_HELD)
     try:
         yield last
         async for chunk in response:

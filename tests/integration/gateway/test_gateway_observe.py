@@ -225,15 +225,16 @@ async def test_access_log_to_a_buffered_stream(caplog: pytest.LogCaptureFixture)
 
 
 async def test_a_long_streams_gaps_are_handed_over_as_it_goes_and_all_counted(
-    start_gateway: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    start_gateway: Callable[..., Any],
 ) -> None:
     """A stream holds at most STREAM_STAMPS_HELD chunk arrival times; past that it hands the
     gaps so far to the metrics. None is lost or counted twice: the gaps sum to the decode time
     (first to last chunk) that tokens/s divides the completion tokens by."""
-    from headway.gateway import _relay
-
-    monkeypatch.setattr(_relay, "STREAM_STAMPS_HELD", 2)  # hand over at every chunk
     gw: Running = await start_gateway(make_config(observe=OBSERVE_ON))
+    runtime = gw.gateway.runtime
+    assert runtime is not None
+    assert runtime.recorder is not None
+    runtime.recorder.stamps_held = 2  # hand over at every chunk
     stream = await gw.client("sk-pro").chat.completions.create(
         model="sim-small",
         messages=MESSAGES,
