@@ -44,9 +44,12 @@ from ._control import DEFAULT_LAST_GOOD, DEFAULT_POLL_INTERVAL, ControlSettings,
 
 log = logging.getLogger("headway.serve")
 
-# The access log's write buffer on a regular file: one write(2) per ~200 lines instead of
-# one per ~13 at PIPE_BUF (our choice; nginx's access_log buffer= is commonly 32k-64k).
-ACCESS_LOG_BUFFER = 64 * 1024
+# The access log's write buffer on a regular file: one write(2) per ~50 lines instead of one
+# per ~13 at PIPE_BUF (our choice; nginx's access_log buffer= is commonly 16k-64k). Not more:
+# a batch larger than the buffer (a busy worker's 10 ms, ~200 lines, ~60 KB) is written
+# straight from the formatter's bytes, one write(2) a batch, rather than copied into the
+# buffer first; a quiet worker's small batches still share a write.
+ACCESS_LOG_BUFFER = 16 * 1024
 # How often the config file's modification time is checked for hot reload.
 WATCH_INTERVAL = 1.0
 # After a reload, how long past the drain timeout to wait before re-freezing the heap: the old
