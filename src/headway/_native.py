@@ -91,6 +91,7 @@ COMPILED: tuple[str, ...] = (
     "headway.gateway._upstreams",
     "headway.gateway._routes",
     "headway.gateway._recorder",
+    "headway.gateway._stream_end",
     "headway.gateway._runtime",
     "headway.gateway.balance._affinity",
     "headway.gateway.balance._endpoint",

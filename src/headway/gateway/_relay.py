@@ -7,7 +7,7 @@ Guarantees: the first chunk (already read by the attempt) goes out first; a fail
 ends the stream with an SSE ``error`` event (the 200 is already sent); however the stream ends
 (done, failed, client gone), the attempt's outcome is recorded once, the token quota is settled
 from the stream's ``usage`` (else the estimated prompt plus one token per event relayed), and
-the admission slot is released.
+the admission slot is released (all of that in ``_stream_end``, compiled).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 import orjson
 
 from ._errors import http_error
-from ._openai import extract_usage
 from ._recorder import StreamWatch
 from ._runtime import Runtime
+from ._stream_end import stream_ended
 from ._tenants import Admission
 from ._upstreams import StreamReply
 
@@ -59,17 +59,7 @@ async def relay(
         event = {"error": {"message": message, "type": type_, "code": code}}
         yield b"data: " + orjson.dumps(event) + b"\n\n"
     finally:
-        reply.finish(error, cancelled=cancelled)
-        usage = extract_usage(previous + last)
-        if usage is not None:
-            total: int | None = usage.total_tokens
-        else:
-            # No usage chunk (the client did not ask for one): the estimated prompt plus one
-            # token per event relayed.
-            total = prompt_tokens + events
-        if watch is not None:
-            watch.ended(usage, error, cancelled)
-        await admission.settle(total)
-        await response.aclose()
-        await runtime.admission.__aexit__(None, None, None)
-        runtime.leave()
+        await stream_ended(
+            runtime, reply, admission, watch, previous + last, events, prompt_tokens, error,
+            cancelled,
+        )  # fmt: skip
