@@ -51,15 +51,16 @@ def cpu_seconds(leader: int) -> float:
     return total / _TICKS
 
 
-def start(up: g.Upstream, workdir: Path, observe: bool) -> tuple[g.Server, g.Target, g.Target]:
+def start(
+    up: g.Upstream, workdir: Path, observe: bool, tag: str = ""
+) -> tuple[g.Server, g.Target, g.Target]:
     port, admin = g.free_port(), g.free_port()
     os.environ["HEADWAY_BENCH_OBSERVE"] = "1" if observe else "0"
-    config = workdir / f"headway-{int(observe)}.yaml"
+    name = f"headway-{int(observe)}{tag}"
+    config = workdir / f"{name}.yaml"
     config.write_text(g.headway_config(up, port, admin))
     exe = g.ROOT / ".venv" / "bin" / "headway"
-    server = g.spawn(
-        f"headway-{int(observe)}", [str(exe), "serve", str(config)], g.PROXY_CPU, workdir
-    )
+    server = g.spawn(name, [str(exe), "serve", str(config)], g.PROXY_CPU, workdir)
     g._await_port(server, port, 60)
     path = "/v1/chat/completions"
     return (
@@ -90,10 +91,30 @@ def rounds(
     return out
 
 
+def row(label: str, quiet: list[float], loud: list[float]) -> str:
+    """One table row: each side's median, and the cost read from the rounds' pairs."""
+    q, lo = statistics.median(quiet), statistics.median(loud)
+    # Each round's two sides ran back to back: their ratio cancels a drift slower than a
+    # round, which the medians of each side alone do not.
+    paired = sorted((y / x - 1) * 100 for x, y in zip(quiet, loud, strict=True))
+    quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+    return (
+        f"| {label} | {q:.1f} | {lo:.1f} | {statistics.median(paired):+.1f}%"
+        f" ({quartiles[0]:+.1f}% to {quartiles[2]:+.1f}%) | {(lo / q - 1) * 100:+.1f}% |"
+        f" {min(quiet):.1f}-{max(quiet):.1f}; {min(loud):.1f}-{max(loud):.1f} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="rounds per side and shape")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per round")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also measure two identical observe-off servers the same way: what a run reads"
+        " when there is nothing to find (twice the time)",
+    )
     args = parser.parse_args(argv)
     try:
         g.ensure_apt("nginx", "nginx")
@@ -117,22 +138,20 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(off)
             on, on_plain, on_stream = start(up, workdir, observe=True)
             servers.append(on)
-            for label, a, b in (
-                ("chat completion", off_plain, on_plain),
-                (f"streamed ({g.CHUNKS} chunks)", off_stream, on_stream),
-            ):
-                quiet, loud = rounds([(off, a), (on, b)], args.rounds, args.seconds, workdir)
-                q, lo = statistics.median(quiet), statistics.median(loud)
-                # Each round's two sides ran back to back: their ratio cancels a drift slower
-                # than a round, which the medians of each side alone do not.
-                paired = sorted((y / x - 1) * 100 for x, y in zip(quiet, loud, strict=True))
-                quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
-                lines.append(
-                    f"| {label} | {q:.1f} | {lo:.1f} | {statistics.median(paired):+.1f}%"
-                    f" ({quartiles[0]:+.1f}% to {quartiles[2]:+.1f}%)"
-                    f" | {(lo / q - 1) * 100:+.1f}% |"
-                    f" {min(quiet):.1f}-{max(quiet):.1f}; {min(loud):.1f}-{max(loud):.1f} |"
-                )
+            pairs = [
+                ("chat completion", off, off_plain, on, on_plain),
+                (f"streamed ({g.CHUNKS} chunks)", off, off_stream, on, on_stream),
+            ]
+            if args.control:  # the same measurement of two identical servers: the noise floor
+                twin, twin_plain, twin_stream = start(up, workdir, observe=False, tag="-twin")
+                servers.append(twin)
+                pairs += [
+                    ("control: chat completion, off vs off", off, off_plain, twin, twin_plain),
+                    ("control: streamed, off vs off", off, off_stream, twin, twin_stream),
+                ]
+            for label, first, a, second, b in pairs:
+                quiet, loud = rounds([(first, a), (second, b)], args.rounds, args.seconds, workdir)
+                lines.append(row(label, quiet, loud))
                 print(f"measured {label}", file=sys.stderr, flush=True)
         except g.Unavailable as exc:
             print(f"cannot run: {exc}", file=sys.stderr)
