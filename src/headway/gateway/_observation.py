@@ -3,7 +3,7 @@
 Two implementations of one shape (:class:`Observation`): :class:`PyObservation` here, the
 reference, and ``headway.observe._speedups.Outcome``, its C twin, built at install when a C
 compiler is there (a tenth of the cost to make; the access log and the metrics tally read its
-fields straight from the struct). :func:`new_observation` is whichever is there.
+fields straight from the struct). :data:`record_outcome` makes whichever is there.
 
 The compiled request path (``headway._native``) sees only the protocol, so it reads and writes
 the fields of either by name: a compiled module typed with one concrete class would reject the
@@ -13,7 +13,7 @@ other at run time.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from headway.observe import RequestTrace
 
@@ -165,15 +165,13 @@ RecordOutcome = Callable[
 ]
 
 
-def _pick() -> tuple[Callable[[float, str], Observation], RecordOutcome]:
+def _pick() -> RecordOutcome:
     try:  # built from _speedups_outcome.c at install when a C compiler is there (see setup.py)
-        from headway.observe._speedups import Outcome, record_outcome
-    except ImportError:  # pragma: no cover - the Python twins serve
-        return PyObservation, py_record_outcome
-    made: Callable[[float, str], Any] = Outcome
-    return made, record_outcome
+        from headway.observe._speedups import record_outcome
+    except ImportError:  # pragma: no cover - the Python twin serves
+        return py_record_outcome
+    return record_outcome
 
 
-#: Makes a request's observation: ``new_observation(start, route)`` (a stream's, filled in as
-#: it goes); ``record_outcome(pending, ...)`` makes an answer's at once.
-new_observation, record_outcome = _pick()
+#: ``record_outcome(pending, ...)`` makes an answer's outcome in one call and queues it.
+record_outcome = _pick()
