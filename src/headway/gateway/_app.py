@@ -44,6 +44,7 @@ from headway.observe import (
     AccessLog,
     GatewayMetrics,
     GatewayTracer,
+    RequestTrace,
     SloCollector,
     TracingHooks,
     TrailHooks,
@@ -114,29 +115,29 @@ def _label_sources(config: GatewayConfig) -> _Labels:
     )
 
 
-class _Claim:
-    """One API request as it is served: what ``_prepare`` decided, and what it holds (given
-    back by ``Gateway._serve``, or by the stream's ``relay`` when it ends)."""
+class _Claim(Seen):
+    """One API request as it is served: made as it arrives, filled by ``_prepare``, and what
+    it holds (given back by ``Gateway._serve``, or by the stream's ``relay`` when it ends).
+    It is the request's :class:`Seen` too, whether observed or not: one object a request, not
+    two (a second GC-tracked object's alloc, clear and dealloc was ~300 instructions)."""
 
-    def __init__(
-        self,
-        parsed: ParsedRequest,
-        route: ModelRoute,
-        side: Side | None,
-        tenant: Tenant,
-        ctx: Context,
-        token: Token[Context],
-    ) -> None:
-        self.parsed = parsed
-        self.route = route  # the model's route (a flag may have chosen another model's)
-        self.side = side  # the canary split's side, when the model has one
-        self.tenant = tenant
-        self.ctx = ctx
-        self.token = token  # set_context's, for reset_context
+    # A stream hands its claim to its watch, which keeps it until the stream ends; the parsed
+    # body is dropped then (the client's bytes stay with the connection's request anyway).
+    __deletable__ = ["parsed"]
+    # Set by ``_prepare``; read only once ``prepared`` is True.
+    parsed: ParsedRequest
+    model_route: ModelRoute  # the model's route (a flag may have chosen another model's)
+    side: Side | None  # the canary split's side, when the model has one
+    caller: Tenant
+    ctx: Context
+    token: Token[Context]  # set_context's, for reset_context
+
+    def __init__(self, start: float, route: str, trace: RequestTrace | None) -> None:
+        super().__init__(start, route, trace)
+        self.prepared = False  # context set and counted in the runtime: to give back
         self.admitted = False  # inside the admission (load shedder)
         self.admission: Admission | None = None  # the tenant's quota claim
         self.sync = True  # the quota store answers in-process (no await to give back)
-        self.streaming = False  # the stream's relay gives it all back when the stream ends
 
 
 class Gateway:
@@ -402,49 +403,49 @@ class Gateway:
         holds given back and, when observed, its outcome recorded (a stream's when it ends, in
         ``relay``). Two coroutines deep: each one fewer is a frame fewer on every request."""
         recorder = runtime.recorder
-        obs: Seen | None = None
+        trace = None
         if recorder is not None:
             tracer = runtime.tracer
-            trace = None
             if tracer is not None:
                 trace = tracer.request(request.method, request.path, endpoint, request.headers)
                 trace.enter()
-            obs = Seen(self._clock.now(), endpoint, trace)
-        claim: _Claim | None = None
+        # Its arrival: the latency and the deadline count from it.
+        claim = _Claim(self._clock.now(), endpoint, trace)
         failure: BaseException | None = None
         try:
-            claim = self._prepare(runtime, request, endpoint, obs)
-            response = await self._admitted(runtime, request, claim, obs)
+            self._prepare(runtime, request, endpoint, claim)
+            response = await self._admitted(runtime, request, claim, recorder is not None)
         except BaseException as error:  # failures, and cancellation (the client went away)
             failure = error
         # Give back what the request holds, after the ``try`` (an await in a handler or a
         # ``finally`` is what mypyc gets wrong: tests/unit/test_native.py). A stream keeps
         # its claim until it ends (``relay`` gives it back).
-        if claim is not None:
-            if failure is not None and claim.admission is not None:
+        if claim.prepared:
+            admission = claim.admission
+            if failure is not None and admission is not None:
                 if claim.sync:
-                    claim.admission.release_nowait()
+                    admission.release_nowait()
                 else:
-                    await claim.admission.release()
-            if not claim.streaming:
+                    await admission.release()
+            if not claim.stream:
                 if claim.admitted:
                     runtime.admission.leave()
                 runtime.leave()
             reset_context(claim.token)
-        if obs is not None and obs.trace is not None:
-            obs.trace.exit()
+        if trace is not None:
+            trace.exit()
         if failure is None:
-            if recorder is not None and obs is not None and not obs.stream:
+            if recorder is not None and not claim.stream:
                 status = response.status
-                recorder.record(obs, status, "ok" if status < 400 else "upstream_status")
+                recorder.record(claim, status, "ok" if status < 400 else "upstream_status")
             return response
         if isinstance(failure, Exception):
-            if recorder is not None and obs is not None:
+            if recorder is not None:
                 err = http_error(failure)
-                recorder.record(obs, err.status, reason_label(err.reason))
+                recorder.record(claim, err.status, reason_label(err.reason))
             return error_response_for(failure)
-        if recorder is not None and obs is not None and isinstance(failure, asyncio.CancelledError):
-            recorder.record(obs, CLIENT_CLOSED, "client_closed")
+        if recorder is not None and isinstance(failure, asyncio.CancelledError):
+            recorder.record(claim, CLIENT_CLOSED, "client_closed")
         raise failure
 
     def _models(self, runtime: Runtime, request: Request) -> Response:
@@ -464,18 +465,17 @@ class Gateway:
         return _json(200 if ready else 503, {"ready": ready, "models": list(runtime.routes)})
 
     def _prepare(
-        self, runtime: Runtime, request: Request, endpoint: Endpoint, obs: Seen | None
-    ) -> _Claim:
+        self, runtime: Runtime, request: Request, endpoint: Endpoint, claim: _Claim
+    ) -> None:
         """Who asks (401), what (400/413), for which model (404/403), by when, how urgently:
-        the request's context, made current, and counted in its runtime."""
+        the request's context, made current, and counted in its runtime. ``claim`` records
+        what is known as it is known (a refusal's outcome names its tenant and model)."""
         if request.method != "POST":
             raise MethodNotAllowed(f"{request.path} takes POST")
         tenant = runtime.directory.authenticate_headers(request.headers)
-        if obs is not None:
-            obs.tenant = tenant.name
+        claim.tenant = tenant.name
         parsed = parse_body(request.body, endpoint)
-        if obs is not None:
-            obs.model = parsed.model
+        claim.model = parsed.model
         route = runtime.routes.get(parsed.model)
         if route is None:
             raise ModelNotFound(
@@ -504,31 +504,35 @@ class Gateway:
             with contextlib.suppress(ValueError):
                 priority = min(priority, Priority.parse(lowered.decode("latin-1")))
         ctx = Context(
-            # An observed request's arrival was just read: the deadline counts from it too.
-            deadline=(self._clock.now() if obs is None else obs.start) + timeout,
+            deadline=claim.start + timeout,
             priority=priority,
             tenant=tenant.name,
             request_id=new_request_id(),
             attributes={},
         )
-        if obs is not None:
-            obs.request_id = ctx.request_id
-            obs.attributes = ctx.attributes
-        token = set_context(ctx)
+        claim.request_id = ctx.request_id
+        claim.attributes = ctx.attributes
+        claim.parsed = parsed
+        claim.model_route = route
+        claim.side = side
+        claim.caller = tenant
+        claim.ctx = ctx
+        claim.token = set_context(ctx)
         runtime.enter()
-        return _Claim(parsed, route, side, tenant, ctx, token)
+        claim.prepared = True
 
     async def _admitted(
-        self, runtime: Runtime, request: Request, claim: _Claim, obs: Seen | None
+        self, runtime: Runtime, request: Request, claim: _Claim, observed: bool
     ) -> Response | StreamingResponse:
         """Admission, the tenant's quotas, the route, and the answer; ``claim`` records what
-        the request took, for ``_serve`` to give back."""
+        the request took, for ``_serve`` to give back, and (``observed``) what it got."""
         parsed = claim.parsed
         side = claim.side
-        tenant = claim.tenant
+        tenant = claim.caller
+        trace = claim.trace
         ctx = claim.ctx
-        if obs is not None and obs.trace is not None:
-            obs.trace.admission_start(ctx.priority, tenant.name)
+        if trace is not None:
+            trace.admission_start(ctx.priority, tenant.name)
         admission_queue = runtime.admission
         if not admission_queue.enter_now():
             await admission_queue.__aenter__()
@@ -545,8 +549,8 @@ class Gateway:
         else:
             admission = await guards.admit(tenant, estimate)
         claim.admission = admission
-        if obs is not None and obs.trace is not None:
-            obs.trace.admission_end()
+        if trace is not None:
+            trace.admission_end()
         fields = request.headers
         if b"traceparent" in fields or b"tracestate" in fields:
             headers = [(h, v) for h in _FORWARD if (v := fields.get(h)) is not None]
@@ -555,17 +559,17 @@ class Gateway:
             headers = [_CONTENT_TYPE]
         call = ProxyCall(parsed, headers)
         # ``route.service`` is what ``route(call)`` awaits; calling it directly saves a frame.
-        reply = await (claim.route.service if side is None else side.service)(call)
+        reply = await (claim.model_route.service if side is None else side.service)(call)
         if isinstance(reply, Reply):
             # Usage corrects a TPM charge and feeds metrics: parsed only if either wants it.
             counts = admission.counts_tokens
-            usage = extract_usage(reply.body) if counts or obs is not None else None
+            usage = extract_usage(reply.body) if counts or observed else None
             total = usage.total_tokens if counts and usage is not None else None
-            if obs is not None:
-                obs.endpoint = reply.endpoint
+            if observed:
+                claim.endpoint = reply.endpoint
                 if usage is not None:
-                    obs.prompt = usage.prompt_tokens
-                    obs.completion = usage.completion_tokens
+                    claim.prompt = usage.prompt_tokens
+                    claim.completion = usage.completion_tokens
             if sync:
                 admission.settle_nowait(total)
             else:
@@ -576,18 +580,19 @@ class Gateway:
                 content_type=reply.content_type,
                 headers=() if side is None else side.headers(ctx),
             )
-        claim.streaming = True
+        claim.stream = True
+        prompt_tokens = parsed.estimated_prompt_tokens
+        del claim.parsed  # the watch keeps the claim while the stream runs, not the body
         watch: StreamWatch | None = None
-        if obs is not None:  # the relay tells the watch when the stream ends
-            obs.stream = True
-            obs.endpoint = reply.endpoint
+        if observed:  # the relay tells the watch when the stream ends
+            claim.endpoint = reply.endpoint
             recorder = runtime.recorder
             assert recorder is not None  # a request is observed only by an observed runtime
             # Made here, compiled, not in the relay: there it was a keyword-parsed call from
             # interpreted code (~300 instructions).
-            watch = StreamWatch(recorder, obs, reply.response)
+            watch = StreamWatch(recorder, claim, reply.response)
         return StreamingResponse(
-            relay(runtime, reply, admission, parsed.estimated_prompt_tokens, watch),
+            relay(runtime, reply, admission, prompt_tokens, watch),
             headers=[(b"cache-control", b"no-cache")]
             + ([] if side is None else list(side.headers(ctx))),
         )

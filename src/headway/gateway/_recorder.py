@@ -48,9 +48,10 @@ def new_request_id() -> str:
 
 
 class Seen:
-    """An observed API request's fields as they become known. Compiled (headway._native), it
-    is set field by field at the cost of a store each; the outcome is then made in one call when
-    the answer is out (:meth:`Recorder.record`; a stream's by its relay when it ends)."""
+    """An API request's fields as they become known (the gateway's claim on a request is one:
+    no second object a request). Compiled (headway._native), it is set field by field at the
+    cost of a store each; when observed, the outcome is made in one call when the answer is
+    out (:meth:`Recorder.record`; a stream's by its relay when it ends)."""
 
     def __init__(self, start: float, route: str, trace: RequestTrace | None) -> None:
         self.start = start
