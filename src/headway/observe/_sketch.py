@@ -130,6 +130,22 @@ class DDSketch:
                 size += grow
         excess = size - self._max_buckets
         if excess > 0:
+            # Zero buckets outside lo..hi go first (a cleared store keeps its span): what is
+            # left, and so whether and what collapses, is what a new sketch would hold.
+            while excess > 0 and size - 1 > hi - self._offset and counts[-1] == 0:
+                counts.pop()
+                size -= 1
+                excess -= 1
+            lead = 0
+            if not self._collapsed:
+                while lead < excess and lead < lo - self._offset and counts[lead] == 0:
+                    lead += 1
+            if lead:
+                del counts[:lead]
+                self._offset += lead
+                size -= lead
+                excess -= lead
+        if excess > 0:
             folded = sum(counts[: excess + 1])
             del counts[:excess]
             counts[0] = folded
@@ -156,8 +172,13 @@ class DDSketch:
         self.max = max(self.max, other.max)
 
     def clear(self) -> None:
-        del self._counts[:]
-        self._offset = 0
+        """Empty. The store keeps its span, zeroed: a sliding window's next slice mostly falls
+        in it, where an empty store made the first batches grow it, and a batch that must
+        grow the store is counted twice (``add_many``). What it holds is then the same as a
+        new sketch's, zero buckets aside (``_cover`` drops them before it collapses any)."""
+        counts = self._counts
+        if counts:
+            counts[:] = array(COUNTS, bytes(counts.itemsize * len(counts)))
         self._collapsed = False
         self.zeros = 0
         self.count = 0

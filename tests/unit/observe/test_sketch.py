@@ -201,3 +201,50 @@ def test_sliding_window_quantiles_match_a_plain_sketch(values: list[float]) -> N
         truth = true_quantile(values, q)
         [estimate] = window.quantiles((q,))
         assert abs(estimate - truth) <= ALPHA * truth * (1 + 1e-9)
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        [1e-3, 120.0],  # a wide span kept, zeroed
+        [0.5, 0.6],  # a narrow one, below and above which the next values fall
+        [1.05**i for i in range(200)],  # a collapsed store
+    ],
+)
+def test_a_cleared_sketch_holds_what_a_new_one_would(before: list[float]) -> None:
+    """clear() keeps the store's span, zeroed (the next slice's values mostly fall in it, so
+    they are counted once); from then on it must hold what a new sketch holds, collapses
+    included."""
+    cleared = DDSketch(ALPHA, max_buckets=100)
+    cleared.add_many(before)
+    cleared.clear()
+    assert (cleared.count, cleared.zeros, cleared.sum, cleared.buckets()) == (0, 0, 0.0, {})
+    fresh = DDSketch(ALPHA, max_buckets=100)
+    batches = [[0.01, 0.02], [0.2, 0.001], [0.0, 1e-7], [1.05**i for i in range(40, 150)], [9.0]]
+    for batch in batches:
+        cleared.add_many(batch)
+        fresh.add_many(batch)
+        assert cleared.buckets() == fresh.buckets()
+        assert cleared._collapsed == fresh._collapsed
+        assert (cleared.count, cleared.zeros, cleared.min, cleared.max) == (
+            fresh.count,
+            fresh.zeros,
+            fresh.min,
+            fresh.max,
+        )
+        assert cleared.quantiles((0.1, 0.5, 0.99)) == fresh.quantiles((0.1, 0.5, 0.99))
+    other = DDSketch(ALPHA)
+    other.add_many([0.3, 40.0])
+    cleared.merge(other)
+    fresh.merge(other)
+    assert cleared.buckets() == fresh.buckets()
+
+
+def test_clear_keeps_the_span_so_the_next_values_need_no_growing() -> None:
+    sketch = DDSketch(ALPHA)
+    sketch.add_many([1e-3, 120.0])
+    span = (sketch._offset, len(sketch._counts))
+    sketch.clear()
+    sketch.add_many([0.01, 5.0])  # inside the kept span: counted in one pass
+    assert (sketch._offset, len(sketch._counts)) == span
+    assert sketch.count == 2
