@@ -95,9 +95,10 @@ class StreamWatch:
         if metrics is not None:
             self._metrics = metrics
             self.stamps = stamps = [first]
-            response.stamp_chunks(stamps, clock, recorder.stamps_held, self._hand_over)
+            # The watch itself is the hand-over callback: a bound method is an object a stream.
+            response.stamp_chunks(stamps, clock, recorder.stamps_held, self)
 
-    def _hand_over(self, stamps: list[float]) -> None:
+    def __call__(self, stamps: list[float]) -> None:
         """A long stream's chunk gaps so far into the metrics now, so memory stays flat; the
         last stamp stays, to start the next gap."""
         self._metrics.stream_gaps(self._seen.model, stamps)
