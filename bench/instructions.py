@@ -9,7 +9,14 @@ divides. The same binary and inputs give the same count within ~0.5%, whatever e
 is doing. What it cannot see: time in the kernel (socket reads and writes, ~35-45% of Headway's
 CPU per request here) and cache misses, so a ratio of instructions overstates a CPU ratio.
 
-Run: ``.venv/bin/python bench/instructions.py`` (needs valgrind, nginx; ~4 minutes: chat
+So each row also runs the same server natively and counts its system calls per request with
+``strace -c`` (the kernel's work is nearly all in them: socket reads and writes), and reads the
+user-space share of its CPU time from ``/proc/<pid>/stat``. When observability adds no system
+calls to speak of, the kernel side of a request costs the same on and off, and the CPU cost of
+observability is the instruction ratio times the user share (the last column: an estimate that
+takes instructions in user space to cost the same time on and off).
+
+Run: ``.venv/bin/python bench/instructions.py`` (needs valgrind, nginx, strace; ~5 minutes: chat
 completions and streams, at 8 and at 50 connections, observability off and on). Prints one
 row per shape and load with the observability overhead in instructions. ``--shapes json
 --connections 8`` for a one-minute check of one change.
@@ -22,6 +29,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -165,6 +173,84 @@ def count(
     return Counted(total / served, (total - idle_rate * busy) / served, idle_rate)
 
 
+_STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
+
+
+class Kernel(NamedTuple):
+    """One native run (no valgrind): system calls per request, and the user-space share of
+    the server's CPU time while it answered."""
+
+    syscalls: float
+    by_call: dict[str, float]
+    user_share: float
+
+
+def _cpu_ticks(pid: int) -> tuple[int, int]:
+    """(user, system) clock ticks of the process, its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def kernel_side(
+    up: g.Upstream,
+    workdir: Path,
+    *,
+    observe: bool,
+    requests: int,
+    connections: int,
+    stream: bool = False,
+) -> Kernel:
+    """The same server as ``count``'s, run natively: ``requests`` requests timed by
+    ``/proc/<pid>/stat`` (at full speed), then as many again under ``strace -c -f`` (slowed
+    down, so batches are smaller and the access log's writes, if anything, more frequent)."""
+    port, admin = g.free_port(), g.free_port()
+    os.environ["HEADWAY_BENCH_OBSERVE"] = "1" if observe else "0"
+    delay = os.environ.get("HEADWAY_BENCH_RECORD_DELAY")
+    os.environ["HEADWAY_BENCH_RECORD_DELAY"] = "0.01"  # the config's default, as served
+    cfg = workdir / f"native-{int(observe)}.yaml"
+    try:
+        cfg.write_text(g.headway_config(up, port, admin))
+    finally:  # count()'s callgrind runs keep theirs
+        if delay is not None:
+            os.environ["HEADWAY_BENCH_RECORD_DELAY"] = delay
+    summary = workdir / f"strace-{int(observe)}.txt"
+    with (workdir / f"native-{int(observe)}.log").open("wb") as sink:
+        proc = subprocess.Popen(
+            [str(g.ROOT / ".venv" / "bin" / "headway"), "serve", str(cfg)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+        )
+    try:
+        _wait_ready(port, proc, 60)
+        asyncio.run(_client(port, max(requests // 5, connections), connections, stream))
+        user0, system0 = _cpu_ticks(proc.pid)
+        asyncio.run(_client(port, requests * 10, connections, stream))  # 1-2 s: 100-200 ticks
+        user1, system1 = _cpu_ticks(proc.pid)
+        tracer = subprocess.Popen(
+            ["strace", "-c", "-f", "-p", str(proc.pid), "-o", str(summary)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # attached to every thread
+        asyncio.run(_client(port, requests, connections, stream))
+        time.sleep(0.1)  # the last batch's write
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=60)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    served = requests // connections * connections
+    calls = {
+        m.group(2): int(m.group(1)) / served
+        for line in summary.read_text().splitlines()
+        if (m := _STRACE_ROW.match(line)) and m.group(2) != "total"
+    }
+    user, system = user1 - user0, system1 - system0
+    return Kernel(sum(calls.values()), calls, user / max(user + system, 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests counted per run")
@@ -199,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         g.ensure_apt("nginx", "nginx")
+        g.ensure_apt("strace", "strace")
     except g.Unavailable as exc:
         print(f"cannot run: {exc}", file=sys.stderr)
         return 2
-    rows: list[tuple[str, int, Counted, Counted]] = []
+    rows: list[tuple[str, int, Counted, Counted, Kernel, Kernel]] = []
     with tempfile.TemporaryDirectory(prefix="headway-instr-") as tmp:
         workdir = Path(tmp)
         up, upstream = g.start_upstream(workdir)
@@ -221,22 +308,37 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         for observe in (False, True)
                     )
-                    rows.append((shape, conns, off, on))
+                    native_off, native_on = (
+                        kernel_side(
+                            up,
+                            workdir,
+                            observe=observe,
+                            requests=args.requests,
+                            connections=conns,
+                            stream=shape == "stream",
+                        )
+                        for observe in (False, True)
+                    )
+                    rows.append((shape, conns, off, on, native_off, native_on))
                     print(f"measured {shape} at {conns} connections", file=sys.stderr, flush=True)
         finally:
             upstream.stop()
     print(
         "| Headway (one worker, bench config) | connections | observe off | observe on |"
-        " observability | raw (with background work) |"
+        " observability | raw (with background work) | system calls off / on |"
+        " user share of CPU | CPU estimate |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
-    for shape, conns, off, on in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for shape, conns, off, on, koff, kon in rows:
         extra, raw = on.net - off.net, on.raw - off.raw
         label = "chat completion" if shape == "json" else f"streamed ({g.CHUNKS} chunks)"
+        share = koff.user_share
         print(
             f"| {label} | {conns} | {off.net:,.0f} | {on.net:,.0f} |"
             f" +{extra:,.0f} (+{extra / off.net * 100:.1f}%) |"
             f" +{raw:,.0f} (+{raw / off.raw * 100:.1f}%) |"
+            f" {koff.syscalls:.2f} / {kon.syscalls:.2f} | {share * 100:.0f}% |"
+            f" +{extra / off.net * share * 100:.1f}% |"
         )
     print(
         f"\nInstructions per request; each row counts {args.requests} requests over keep-alive"
@@ -245,8 +347,18 @@ def main(argv: list[str] | None = None) -> int:
         " second whatever its load (the timeline tick, the log flush), measured over an idle"
         " spell: under callgrind's ~50x slowdown it would land on 50x fewer requests than at"
         " the bench's rate. More connections: more answers per event-loop turn, so the"
-        " per-batch costs of recording are shared by more requests."
+        " per-batch costs of recording are shared by more requests. System calls per request"
+        " (strace -c) and the user-space share of the CPU time (/proc, observe off) come from"
+        " the same server run natively; CPU estimate = the observability instruction ratio"
+        " times that share, which holds while the system calls are the same on and off."
     )
+    for shape, conns, _, _, koff, kon in rows:
+        moved = {
+            name: kon.by_call.get(name, 0.0) - koff.by_call.get(name, 0.0)
+            for name in sorted(set(koff.by_call) | set(kon.by_call))
+        }
+        shown = ", ".join(f"{n} {d:+.3f}" for n, d in moved.items() if abs(d) >= 0.005)
+        print(f"system calls a request, on - off, {shape} at {conns}: {shown or 'none'}")
     return 0
 
 
