@@ -42,6 +42,10 @@ DEFAULT_MIN_VALUE = 1e-9
 #: The counts' array type code: signed 64-bit.
 COUNTS = "q"
 
+#: Buckets a store grows by beyond the values that made it grow, each side (our choice: at 1%
+#: accuracy, 32 buckets are a factor of ~1.9).
+ROOM = 32
+
 
 class DDSketch:
     """Counts of values in logarithmic buckets; add, merge, and read quantiles."""
@@ -98,7 +102,7 @@ class DDSketch:
         inv, floor = self._inv_log_gamma, self._min_value
         done = add(self._counts, self._offset, self._collapsed, values, inv, floor)
         if len(done) == 2:  # some bucket is outside the array: grow it, then add
-            self._cover(int(done[0]), int(done[1]))
+            self._cover(*self._with_room(int(done[0]), int(done[1])))
             done = add(self._counts, self._offset, self._collapsed, values, inv, floor)
         zeros, lo, hi, total = done  # type: ignore[misc]  # counted: the 4-tuple
         self.zeros += int(zeros)
@@ -108,6 +112,18 @@ class DDSketch:
             self.min = lo
         if hi > self.max:
             self.max = hi
+
+    def _with_room(self, lo: int, hi: int) -> tuple[int, int]:
+        """``lo..hi`` widened by up to :data:`ROOM` buckets a side, while the store's span stays
+        within ``max_buckets``: a batch with a bucket outside the store is counted twice, and
+        a store grown to the batch's exact range made most of the next batches grow it again.
+        The room is zero buckets, which ``_cover`` drops before it collapses any."""
+        counts = self._counts
+        first, last = lo, hi
+        if len(counts):
+            first, last = min(lo, self._offset), max(hi, self._offset + len(counts) - 1)
+        room = min(ROOM, (self._max_buckets - (last - first + 1)) // 2)
+        return (lo - room, hi + room) if room > 0 else (lo, hi)
 
     def _cover(self, lo: int, hi: int) -> None:
         """Grow the array to hold buckets ``lo..hi``; past ``max_buckets`` of span, collapse the

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from headway.core import ManualClock
 from headway.observe import DDSketch, SlidingSketch
+from headway.observe._sketch import ROOM
 
 ALPHA = 0.01
 
@@ -248,3 +249,22 @@ def test_clear_keeps_the_span_so_the_next_values_need_no_growing() -> None:
     sketch.add_many([0.01, 5.0])  # inside the kept span: counted in one pass
     assert (sketch._offset, len(sketch._counts)) == span
     assert sketch.count == 2
+
+
+def test_a_store_grows_with_room_to_spare_and_still_equals_adds() -> None:
+    """add_many grows the store past the values that made it grow (a batch outside the store
+    is counted twice), within max_buckets; the extra buckets are empty and change nothing."""
+    many = DDSketch(ALPHA)
+    many.add_many([0.1, 0.2])
+    span = len(many._counts)
+    assert span > 2 * ROOM  # room on both sides of the two values' ~35 buckets
+    many.add_many([0.07, 0.3])  # inside the room: no growing
+    assert len(many._counts) == span
+    one = DDSketch(ALPHA)
+    for v in (0.1, 0.2, 0.07, 0.3):
+        one.add(v)
+    assert many.buckets() == one.buckets()
+    assert many.quantiles((0.01, 0.5, 0.99)) == one.quantiles((0.01, 0.5, 0.99))
+    tight = DDSketch(ALPHA, max_buckets=40)
+    tight.add_many([0.1, 0.2])  # ~35 buckets: at most 2 a side of room
+    assert len(tight._counts) <= 40
