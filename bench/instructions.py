@@ -85,6 +85,18 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> Non
     raise RuntimeError(f"headway not ready after {timeout:g} s")
 
 
+def _spawn(prefix: list[str], cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``headway serve cfg`` (under ``prefix``, e.g. valgrind), its output to ``log``."""
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [*prefix, str(g.ROOT / ".venv" / "bin" / "headway"), "serve", str(cfg)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=log.parent,
+        )
+
+
 class Counted(NamedTuple):
     """One run's instructions per request: ``raw`` is everything counted while the requests
     ran; ``net`` takes out the server's time-driven background work (the metrics timeline
@@ -129,22 +141,8 @@ def count(
     cfg.write_text(g.headway_config(up, port, admin))
     log = workdir / f"callgrind-{int(observe)}.log"
     out = workdir / f"callgrind-{int(observe)}.out"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={out}",
-                str(g.ROOT / ".venv" / "bin" / "headway"),
-                "serve",
-                str(cfg),
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-        )
+    tool = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    proc = _spawn(tool, cfg, log)
     try:
         _wait_ready(port, proc, 300)
         warm = max(requests // 5, connections)
@@ -214,14 +212,7 @@ def kernel_side(
         if delay is not None:
             os.environ["HEADWAY_BENCH_RECORD_DELAY"] = delay
     summary = workdir / f"strace-{int(observe)}.txt"
-    with (workdir / f"native-{int(observe)}.log").open("wb") as sink:
-        proc = subprocess.Popen(
-            [str(g.ROOT / ".venv" / "bin" / "headway"), "serve", str(cfg)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-        )
+    proc = _spawn([], cfg, workdir / f"native-{int(observe)}.log")
     try:
         _wait_ready(port, proc, 60)
         asyncio.run(_client(port, max(requests // 5, connections), connections, stream))
