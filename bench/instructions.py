@@ -246,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests counted per run")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="off/on pairs per row; the row shows the pair with the median cost, and every"
+        " pair's (a 50-connection row moves by thousands of instructions between runs)",
+    )
+    parser.add_argument(
         "--connections",
         default="8,50",
         help="client connections, comma-separated (50: bench/gateway.py's saturation runs)",
@@ -280,25 +287,36 @@ def main(argv: list[str] | None = None) -> int:
     except g.Unavailable as exc:
         print(f"cannot run: {exc}", file=sys.stderr)
         return 2
-    rows: list[tuple[str, int, Counted, Counted, Kernel, Kernel]] = []
+    rows: list[tuple[str, int, list[tuple[Counted, Counted]], Kernel, Kernel]] = []
     with tempfile.TemporaryDirectory(prefix="headway-instr-") as tmp:
         workdir = Path(tmp)
         up, upstream = g.start_upstream(workdir)
         try:
             for shape in shapes:
                 for conns in connections:
-                    off, on = (
-                        count(
-                            up,
-                            workdir,
-                            observe=observe,
-                            requests=args.requests,
-                            connections=conns,
-                            idle_seconds=args.idle_seconds,
-                            stream=shape == "stream",
+                    pairs = [
+                        (
+                            count(
+                                up,
+                                workdir,
+                                observe=False,
+                                requests=args.requests,
+                                connections=conns,
+                                idle_seconds=args.idle_seconds,
+                                stream=shape == "stream",
+                            ),
+                            count(
+                                up,
+                                workdir,
+                                observe=True,
+                                requests=args.requests,
+                                connections=conns,
+                                idle_seconds=args.idle_seconds,
+                                stream=shape == "stream",
+                            ),
                         )
-                        for observe in (False, True)
-                    )
+                        for _ in range(max(args.repeat, 1))
+                    ]
                     native_off, native_on = (
                         kernel_side(
                             up,
@@ -310,29 +328,32 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         for observe in (False, True)
                     )
-                    rows.append((shape, conns, off, on, native_off, native_on))
+                    rows.append((shape, conns, pairs, native_off, native_on))
                     print(f"measured {shape} at {conns} connections", file=sys.stderr, flush=True)
         finally:
             upstream.stop()
     print(
         "| Headway (one worker, bench config) | connections | observe off | observe on |"
         " observability | raw (with background work) | system calls off / on |"
-        " user share of CPU | CPU estimate |"
+        " user share of CPU | CPU estimate | each pair |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for shape, conns, off, on, koff, kon in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for shape, conns, pairs, koff, kon in rows:
+        ranked = sorted(pairs, key=lambda pair: pair[1].net / pair[0].net)
+        off, on = ranked[(len(ranked) - 1) // 2]  # the median pair (the lower one of two)
+        each = ", ".join(f"{(b.net / a.net - 1) * 100:+.1f}%" for a, b in pairs)
         extra, raw = on.net - off.net, on.raw - off.raw
         label = "chat completion" if shape == "json" else f"streamed ({g.CHUNKS} chunks)"
         share = koff.user_share
         print(
             f"| {label} | {conns} | {off.net:,.0f} | {on.net:,.0f} |"
-            f" +{extra:,.0f} (+{extra / off.net * 100:.1f}%) |"
-            f" +{raw:,.0f} (+{raw / off.raw * 100:.1f}%) |"
+            f" {extra:+,.0f} ({extra / off.net * 100:+.1f}%) |"
+            f" {raw:+,.0f} ({raw / off.raw * 100:+.1f}%) |"
             f" {koff.syscalls:.2f} / {kon.syscalls:.2f} | {share * 100:.0f}% |"
-            f" +{extra / off.net * share * 100:.1f}% |"
+            f" {extra / off.net * share * 100:+.1f}% | {each} |"
         )
     print(
-        f"\nInstructions per request; each row counts {args.requests} requests over keep-alive"
+        f"\nInstructions per request; each run counts {args.requests} requests over keep-alive"
         " connections, under callgrind (user-space instructions; kernel time and cache misses"
         " not included). The observe columns take out the background work the server does per"
         " second whatever its load (the timeline tick, the log flush), measured over an idle"
@@ -343,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         " the same server run natively; CPU estimate = the observability instruction ratio"
         " times that share, which holds while the system calls are the same on and off."
     )
-    for shape, conns, _, _, koff, kon in rows:
+    for shape, conns, _, koff, kon in rows:
         moved = {
             name: kon.by_call.get(name, 0.0) - koff.by_call.get(name, 0.0)
             for name in sorted(set(koff.by_call) | set(kon.by_call))
