@@ -173,11 +173,18 @@ class DDSketch:
         if other.alpha != self.alpha:
             raise ValueError(f"cannot merge sketches with alpha {self.alpha} and {other.alpha}")
         theirs = other._counts
-        if len(theirs):
-            self._cover(other._offset, other._offset + len(theirs) - 1)
+        # Their non-zero buckets only: a cleared store keeps its span, zeroed (``clear``), and
+        # covering that would grow this one, or even collapse it, for nothing.
+        first, last = 0, len(theirs) - 1
+        while first <= last and theirs[first] == 0:
+            first += 1
+        while last >= first and theirs[last] == 0:
+            last -= 1
+        if first <= last:
+            self._cover(other._offset + first, other._offset + last)
             mine = self._counts
             shift = other._offset - self._offset
-            for i in range(len(theirs)):
+            for i in range(first, last + 1):
                 n = theirs[i]
                 if n:
                     mine[max(i + shift, 0)] += n

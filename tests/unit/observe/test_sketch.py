@@ -268,3 +268,21 @@ def test_a_store_grows_with_room_to_spare_and_still_equals_adds() -> None:
     tight = DDSketch(ALPHA, max_buckets=40)
     tight.add_many([0.1, 0.2])  # ~35 buckets: at most 2 a side of room
     assert len(tight._counts) <= 40
+
+
+def test_merging_a_cleared_sketch_adds_nothing_and_grows_nothing() -> None:
+    """A cleared sketch keeps a zeroed span; merged into a narrow store near max_buckets, it
+    must not grow or collapse it (a new, empty sketch would not)."""
+    wide = DDSketch(ALPHA)
+    wide.add_many([1e-3, 100.0])  # a span of ~580 buckets
+    wide.clear()
+    target = DDSketch(ALPHA, max_buckets=60)
+    target.add_many([0.5, 0.8])
+    before = (target._offset, len(target._counts), target.buckets())
+    target.merge(wide)
+    assert (target._offset, len(target._counts), target.buckets()) == before
+    assert not target._collapsed
+    wide.add_many([0.6])  # one value in the kept span: only its bucket is covered
+    target.merge(wide)
+    assert not target._collapsed
+    assert sum(target.buckets().values()) == 3
