@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -294,29 +295,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for shape in shapes:
                 for conns in connections:
-                    pairs = [
-                        (
-                            count(
-                                up,
-                                workdir,
-                                observe=False,
-                                requests=args.requests,
-                                connections=conns,
-                                idle_seconds=args.idle_seconds,
-                                stream=shape == "stream",
-                            ),
-                            count(
-                                up,
-                                workdir,
-                                observe=True,
-                                requests=args.requests,
-                                connections=conns,
-                                idle_seconds=args.idle_seconds,
-                                stream=shape == "stream",
-                            ),
-                        )
-                        for _ in range(max(args.repeat, 1))
-                    ]
+                    run = functools.partial(
+                        count,
+                        up,
+                        workdir,
+                        requests=args.requests,
+                        connections=conns,
+                        idle_seconds=args.idle_seconds,
+                        stream=shape == "stream",
+                    )
+                    repeat = range(max(args.repeat, 1))
+                    pairs = [(run(observe=False), run(observe=True)) for _ in repeat]
                     native_off, native_on = (
                         kernel_side(
                             up,
