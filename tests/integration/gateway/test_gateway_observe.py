@@ -16,7 +16,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Running, make_config
+from conftest import BASE_CONFIG, Running, make_config
 from headway.gateway._app import Gateway
 from headway.observe import GatewayMetrics
 
@@ -253,3 +253,50 @@ async def test_a_long_streams_gaps_are_handed_over_as_it_goes_and_all_counted(
     tps = _value(samples["headway_output_tokens_per_second_sum"], model="sim-small")
     assert gaps >= 2  # more than one hand-over's worth
     assert gap_sum == pytest.approx(completion / tps, rel=1e-6)
+
+
+async def test_a_stream_that_breaks_or_is_dropped_is_logged_with_what_ended_it(
+    start_gateway: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream's status line (200) is out before it ends; its outcome is what ended it: the
+    upstream's stall maps to its error, a client that goes away to 499 client_closed."""
+    caplog.set_level(logging.INFO, logger="headway.access")
+    pools = json.loads(json.dumps(BASE_CONFIG["pools"]))
+    pools[0]["timeouts"]["stall"] = 0.3
+    gw: Running = await start_gateway(make_config(observe=OBSERVE_ON, pools=pools))
+    stall = {"stall_rate": 1.0, "stall_after_chunks": 3, "stall_seconds": 5.0}
+    for name in ("a1", "a2"):
+        gw.sim(name).faults.update(stall)
+    stream = await gw.client().chat.completions.create(
+        model="sim-small", messages=MESSAGES, max_tokens=10, stream=True
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    for name in ("a1", "a2"):
+        gw.sim(name).faults.update({"stall_rate": 0.0})
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.api_port)
+    body = json.dumps(
+        {"model": "sim-small", "messages": MESSAGES, "max_tokens": 5000, "stream": True}
+    ).encode()
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer sk-pro\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+    )
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)).startswith(b"HTTP/1.1 200")
+    await asyncio.wait_for(reader.readuntil(b"\n\n"), 5.0)  # the first event
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(150):  # up to 3 s: the relay sees the client gone, then the batch is written
+        if len(_access_lines(caplog)) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    lines = _access_lines(caplog)
+    assert [(x["stream"], x["status"], x["reason"]) for x in lines] == [
+        (True, 504, "stall_timeout"),
+        (True, 499, "client_closed"),
+    ]
+    assert all(x["ttft_ms"] > 0 for x in lines)
+    samples = _samples((await _get(f"{gw.admin_url}/metrics"))[2])
+    assert _value(samples["headway_requests_total"], status="499", reason="client_closed") == 1
