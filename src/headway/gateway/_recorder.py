@@ -110,15 +110,14 @@ class StreamWatch:
         if usage is not None:
             seen.prompt = usage.prompt_tokens
             seen.completion = usage.completion_tokens
-        recorder = self._recorder
+        status, reason = 200, "ok"
         if cancelled:
-            recorder.record(seen, CLIENT_CLOSED, "client_closed", self.first, self.stamps)
+            status, reason = CLIENT_CLOSED, "client_closed"
         elif error is not None:
             # The 200 is already sent; the outcome counted is what the error maps to.
             err = http_error(error)
-            recorder.record(seen, err.status, reason_label(err.reason), self.first, self.stamps)
-        else:
-            recorder.record(seen, 200, "ok", self.first, self.stamps)
+            status, reason = err.status, reason_label(err.reason)
+        self._recorder.record(seen, status, reason, self.first, self.stamps)
 
 
 class Recorder:
