@@ -20,7 +20,7 @@ from conftest import BASE_CONFIG, Running, make_config
 from headway.gateway._app import Gateway
 from headway.observe import GatewayMetrics
 
-# Both are off by default (their cost is not yet within issue 4's 5% goal); tests opt in.
+# Both are off by default (config/_observe.py says why); tests opt in.
 OBSERVE_ON = {"metrics": True, "access_log": True}
 
 PROMPT = "purple-elephant-secret-prompt"
